@@ -1,0 +1,80 @@
+"""Worker and client configuration, read from ``ROLLWRIGHT_*`` environment variables.
+
+Called by ``orchestrator.cli`` (every command) and ``orchestrator.worker``. Validation happens here, once, so a
+bad value stops the process at start with a message that names the variable instead of failing later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrator import DEFAULT_TASK_QUEUE
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """Everything the worker and the CLI need to reach Temporal and expose health/metrics."""
+
+    model_config = SettingsConfigDict(env_prefix="ROLLWRIGHT_", extra="ignore")
+
+    temporal_address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend")
+    temporal_namespace: str = Field("default", min_length=1)
+    task_queue: str = Field(DEFAULT_TASK_QUEUE, min_length=1)
+    temporal_tls_cert: Path | None = Field(None, description="client certificate (mTLS)")
+    temporal_tls_key: Path | None = Field(None, description="client key (mTLS)")
+    temporal_tls_ca: Path | None = Field(None, description="CA bundle for the server certificate")
+    temporal_api_key: str | None = Field(None, repr=False, description="API key (Temporal Cloud); never logged")
+    http_host: str = Field("0.0.0.0", description="bind address of /healthz, /readyz, /metrics")
+    http_port: int = Field(9090, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    shutdown_timeout_seconds: float = Field(30.0, ge=0, le=3600)
+    max_concurrent_activities: int = Field(20, ge=1, le=1000)
+    kubeconfig: Path | None = Field(None, description="kubeconfig for activities; in-cluster config when unset")
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("must be host:port")
+        return v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError("ROLLWRIGHT_TEMPORAL_TLS_CERT and ROLLWRIGHT_TEMPORAL_TLS_KEY must be set together")
+        for name in ("temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca"):
+            p = getattr(self, name)
+            if p is not None and not p.is_file():
+                raise ValueError(f"ROLLWRIGHT_{name.upper()}: file not found: {p}")
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Reads the environment (plus explicit overrides from CLI flags) and validates it.
+
+    Raises:
+        ConfigError: naming the offending ``ROLLWRIGHT_*`` variable and the reason.
+    """
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = err["loc"]
+            var = f"ROLLWRIGHT_{str(loc[0]).upper()}" if loc else "configuration"
+            lines.append(f"{var}: {err['msg']} (got {err.get('input')!r})" if loc else err["msg"])
+        raise ConfigError("; ".join(lines)) from None

