@@ -27,7 +27,6 @@ from pydantic import ValidationError
 from orchestrator.kinds import KINDS, WORKLOAD_KINDS, KindInfo
 from orchestrator.spec import ReleaseSpec
 
-
 _DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 

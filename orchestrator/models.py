@@ -221,6 +221,7 @@ class RolloutResult(_Msg):
     environment: str
     outcome: Outcome
     cause: str | None = None
+    failed_step: Step | None = None
     image: str | None = None
     revision: int | None = None
     rolled_back_to: int | None = None

@@ -1,0 +1,80 @@
+"""The I/O clients activities share: Kubernetes (per context), Docker, registry HTTP, and a Temporal client used
+only to send live progress to the running workflow.
+
+Built once by ``orchestrator.worker`` and injected into the activity classes (the samples-python pattern for
+activities that need a client). Tests build one against the real local stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import docker
+import httpx
+from temporalio import activity
+from temporalio.client import Client
+
+from activities.kube import KubeFactory
+from orchestrator.models import ProgressReport
+
+log = logging.getLogger(__name__)
+
+
+class Clients:
+    def __init__(self, *, kubeconfig: Path | None = None, temporal: Client | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.kube = KubeFactory(kubeconfig)
+        self._docker: docker.DockerClient | None = None
+        self._docker_lock = threading.Lock()
+        self.temporal = temporal
+        self.loop = loop
+        self._last_report: dict[str, tuple[float, str]] = {}
+        insecure = os.environ.get("ROLLWRIGHT_INSECURE_REGISTRIES", "")
+        self.insecure_registries = {r.strip() for r in insecure.split(",") if r.strip()}
+
+    @property
+    def docker(self) -> docker.DockerClient:
+        with self._docker_lock:
+            if self._docker is None:
+                self._docker = docker.from_env(timeout=600)
+            return self._docker
+
+    def registry_url(self, registry: str) -> str:
+        host = registry.split(":")[0]
+        plain = host in ("localhost", "127.0.0.1", "::1") or registry in self.insecure_registries
+        return f"{'http' if plain else 'https'}://{registry}"
+
+    def http(self, timeout: float = 10) -> httpx.Client:
+        return httpx.Client(timeout=timeout)
+
+    def report_progress(self, report: ProgressReport, *, min_interval: float = 2.0) -> None:
+        """Best effort: signals the workflow when what an activity observes has changed, at most every
+        ``min_interval`` seconds, so the ``status`` query and the UI's current details stay live without a
+        history event per heartbeat."""
+        if self.temporal is None or self.loop is None:
+            return
+        info = activity.info()
+        key = f"{info.workflow_id}/{info.activity_id}"
+        body = report.model_dump_json()
+        last = self._last_report.get(key)
+        if last and (last[1] == body or time.monotonic() - last[0] < min_interval):
+            return
+        self._last_report[key] = (time.monotonic(), body)
+        handle = self.temporal.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+        fut = asyncio.run_coroutine_threadsafe(handle.signal("report_progress", report), self.loop)
+        try:
+            fut.result(timeout=5)
+        except Exception as e:  # progress is advisory; never fail the step because of it
+            log.debug("progress signal failed: %s", e)
+
+    def flush_progress(self, report: ProgressReport) -> None:
+        """Sends the final observation regardless of the rate limit (the workflow then has the end state)."""
+        self._last_report.pop(f"{activity.info().workflow_id}/{activity.info().activity_id}", None)
+        self.report_progress(report, min_interval=0)
+
+

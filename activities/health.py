@@ -1,0 +1,88 @@
+"""``run_health_checks``: HTTP checks repeated through the bake time after readiness.
+
+Called by ``RolloutWorkflow`` once workloads are ready. A check fails the release when it reaches
+``failure_threshold`` consecutive failures (Argo's ``failureLimit`` / Flagger's ``threshold``); it passes when the
+bake ends and its latest run of successes reached ``success_threshold``. Heartbeats carry the counters, so a
+retried attempt resumes with them and keeps the original bake end.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import httpx
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.clients import Clients
+from orchestrator.models import HealthInput, HealthResult, ProgressReport
+from orchestrator.spec import HttpCheck
+
+log = activity.logger
+
+
+class BakeProgress(BaseModel):
+    bake_end: float
+    results: list[HealthResult]
+    streaks: list[int]
+
+
+def probe(client: httpx.Client, check: HttpCheck) -> tuple[bool, int | None, str | None]:
+    try:
+        r = client.get(check.url, timeout=check.timeout_seconds)
+    except httpx.HTTPError as e:
+        return False, None, f"{type(e).__name__}: {e}"[:200]
+    return r.status_code == check.expected_status, r.status_code, None
+
+
+class HealthActivities:
+    def __init__(self, clients: Clients) -> None:
+        self.c = clients
+
+    @activity.defn(name="run_health_checks")
+    def run_health_checks(self, inp: HealthInput) -> list[HealthResult]:
+        checks = inp.spec.health.http
+        info = activity.info()
+        if info.heartbeat_details:
+            st = BakeProgress.model_validate(info.heartbeat_details[0])
+            log.info("resuming bake from heartbeat (attempt %d)", info.attempt)
+        else:
+            st = BakeProgress(bake_end=time.time() + inp.spec.health.bake_seconds,
+                              results=[HealthResult(name=c.label, url=c.url, ok=True) for c in checks],
+                              streaks=[0] * len(checks))
+        next_at = [0.0] * len(checks)
+        with self.c.http() as client:
+            while True:
+                now = time.time()
+                for i, c in enumerate(checks):
+                    if now < next_at[i]:
+                        continue
+                    next_at[i] = now + c.interval_seconds
+                    ok, code, err = probe(client, c)
+                    r = st.results[i]
+                    r.last_status, r.last_error, r.checked_at = code, err, datetime.now(UTC)
+                    if ok:
+                        r.successes += 1
+                        r.consecutive_failures = 0
+                        st.streaks[i] += 1
+                    else:
+                        r.failures += 1
+                        r.consecutive_failures += 1
+                        st.streaks[i] = 0
+                    r.ok = r.consecutive_failures < c.failure_threshold
+                    if not r.ok:
+                        self.c.flush_progress(ProgressReport(health=st.results))
+                        what = f"HTTP {code}" if code is not None else err
+                        raise ApplicationError(
+                            f"health check {c.url} failed {r.consecutive_failures}/{c.failure_threshold} "
+                            f"(last: {what}, expected {c.expected_status})", type="HealthCheckFailed",
+                            non_retryable=True)
+                activity.heartbeat(st.model_dump(mode="json"))
+                self.c.report_progress(ProgressReport(health=st.results))
+                settled = all(s >= c.success_threshold for s, c in zip(st.streaks, checks, strict=True))
+                if time.time() >= st.bake_end and settled:
+                    self.c.flush_progress(ProgressReport(health=st.results))
+                    return st.results
+                time.sleep(min([0.5] + [max(0.05, t - time.time()) for t in next_at]))

@@ -1,0 +1,80 @@
+"""``prepare_release``: everything that can be checked before a side effect, in one activity.
+
+Called by ``RolloutWorkflow`` as its first step (and reused by the CLI's ``--dry-run``). It loads and validates the
+manifests, fixes the image tag from the source, checks the registry answers, and runs a server-side dry run of
+the whole set (with the tag in place of the digest, which is not known yet). Bad input fails here, non-retryably,
+before anything is built, pushed or applied.
+"""
+
+from __future__ import annotations
+
+import httpx
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.clients import Clients
+from activities.errors import api_message, from_api, invalid_release
+from activities.kube import ref_of
+from activities.objects import release_objects
+from activities.source import source_tag
+from orchestrator.kinds import WORKLOAD_KINDS
+from orchestrator.loader import ReleaseError, count_pinnable, load_manifests
+from orchestrator.models import PrepareInput, ReleasePlan
+
+
+class PrepareActivities:
+    def __init__(self, clients: Clients) -> None:
+        self.c = clients
+
+    @activity.defn(name="prepare_release")
+    def prepare_release(self, inp: PrepareInput) -> ReleasePlan:
+        spec = inp.spec
+        kube = self.c.kube(spec.kube_context)
+        tag = None
+        pinned = 0
+        try:
+            if spec.image is not None and spec.from_revision is None:
+                tag = source_tag(spec)
+                pinned = count_pinnable(load_manifests(spec), spec.image.repository)
+                if pinned == 0:
+                    raise ReleaseError(", ".join(spec.manifests), f"no container uses image repository "
+                                       f"{spec.image.repository}; nothing would run the built image",
+                                       field="image.repository")
+                self._check_registry(spec.image.registry)
+        except ReleaseError as e:
+            raise invalid_release(e) from None
+        image = f"{spec.image.repository}:{tag}" if spec.image and tag else None
+        objects, digest = release_objects(spec, kube, image)
+        new_namespaces = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
+        for o in objects:
+            ns = o["metadata"].get("namespace")
+            if ns and ns not in new_namespaces and not kube.namespace_exists(ns):
+                raise ApplicationError(f"{ref_of(o)}: namespace {ns!r} does not exist and the release does not "
+                                       f"create it", type="InvalidRelease", non_retryable=True)
+        for o in objects:
+            if o["metadata"].get("namespace") in new_namespaces - {n for n in new_namespaces if kube.namespace_exists(n)}:
+                continue  # its namespace is created by this release: the server cannot dry-run it yet
+            activity.heartbeat(str(ref_of(o)))
+            try:
+                kube.apply(o, dry_run=True)
+            except ApiException as e:
+                if e.status in (400, 403, 404, 409, 422):
+                    raise ApplicationError(f"server-side dry run rejected {ref_of(o)}: {api_message(e)}",
+                                           type="InvalidManifest", non_retryable=True) from None
+                raise from_api(e, f"dry run {ref_of(o)}") from None
+        refs = [ref_of(o) for o in objects]
+        return ReleasePlan(objects=refs, workloads=[r for r in refs if r.kind in WORKLOAD_KINDS],
+                           manifests_digest=digest, image_tag=tag, pinned_containers=pinned)
+
+    def _check_registry(self, registry: str) -> None:
+        url = self.c.registry_url(registry) + "/v2/"
+        try:
+            with self.c.http(timeout=5) as h:
+                r = h.get(url)
+        except httpx.HTTPError as e:
+            raise ReleaseError("image.repository", f"registry {registry} is unreachable: {e}",
+                               field="image.repository") from None
+        if r.status_code not in (200, 401):
+            raise ReleaseError("image.repository", f"{url} answered HTTP {r.status_code}; not a registry",
+                               field="image.repository")

@@ -1,0 +1,346 @@
+"""``rollwright``: the command line. Thin: parses flags, calls ``orchestrator.client``, prints, sets exit codes.
+
+Entry point of the console script (pyproject ``[project.scripts]``). Errors are one line plus a hint, never a
+traceback unless ``--debug``. Exit codes (stable, for CI scripts):
+
+    0 succeeded · 1 unexpected error · 2 invalid input · 3 rolled back · 4 failed · 5 aborted · 6 already running
+    7 not found
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from orchestrator import __version__
+from orchestrator.config import ConfigError, Settings, load_settings
+from orchestrator.loader import ReleaseError, load_spec
+from orchestrator.models import Outcome, RolloutResult, Step
+
+EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_ROLLED_BACK, EXIT_FAILED, EXIT_ABORTED, EXIT_RUNNING, EXIT_NOT_FOUND = range(8)
+OUTCOME_EXIT = {Outcome.SUCCEEDED: EXIT_OK, Outcome.ROLLED_BACK: EXIT_ROLLED_BACK, Outcome.FAILED: EXIT_FAILED,
+                Outcome.ABORTED: EXIT_ABORTED}
+T = TypeVar("T")
+
+
+class Ctx:
+    def __init__(self, debug: bool, overrides: dict[str, Any]) -> None:
+        self.debug, self.overrides = debug, overrides
+
+    def settings(self) -> Settings:
+        return load_settings(**self.overrides)
+
+
+def _fail(msg: str, hint: str | None, code: int) -> None:
+    click.echo(f"error: {msg}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(code)
+
+
+def run(ctx: click.Context, fn: Callable[[], Awaitable[T]]) -> T:
+    """Runs a coroutine, turning known errors into one line + hint + exit code."""
+    from orchestrator.client import RolloutAlreadyRunning, RolloutNotFound
+
+    c: Ctx = ctx.obj
+    try:
+        return asyncio.run(fn())
+    except SystemExit:
+        raise
+    except ConfigError as e:
+        _fail(str(e), "check the ROLLWRIGHT_* environment variables or flags", EXIT_INVALID)
+    except ReleaseError as e:
+        _fail(str(e), "fix the release spec or manifest; nothing was built, pushed or applied", EXIT_INVALID)
+    except RolloutAlreadyRunning as e:
+        _fail(str(e), None, EXIT_RUNNING)
+    except RolloutNotFound as e:
+        _fail(str(e), "list rollouts with `rollwright rollout list`", EXIT_NOT_FOUND)
+    except Exception as e:
+        if c.debug:
+            raise
+        msg = str(e) or type(e).__name__
+        hint = None
+        if "connect" in msg.lower() or "transport" in msg.lower():
+            hint = f"is Temporal reachable at {c.overrides.get('temporal_address') or os.environ.get('ROLLWRIGHT_TEMPORAL_ADDRESS', '127.0.0.1:7233')}?"
+        _fail(f"{type(e).__name__}: {msg}", hint or "run again with --debug for details", EXIT_ERROR)
+    raise AssertionError("unreachable")
+
+
+def emit(data: Any, output: str, text: Callable[[], None]) -> None:
+    if output == "json":
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        text()
+
+
+def result_exit(res: RolloutResult) -> int:
+    if res.outcome == Outcome.FAILED and res.failed_step == Step.VALIDATE:
+        return EXIT_INVALID
+    return OUTCOME_EXIT[res.outcome]
+
+
+output_opt = click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+app_opts = [click.option("--app", required=True), click.option("--env", "environment", required=True)]
+
+
+def with_app(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(app_opts):
+        f = opt(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rollwright")
+@click.option("--address", "temporal_address", envvar="ROLLWRIGHT_TEMPORAL_ADDRESS", help="Temporal host:port")
+@click.option("--namespace", "temporal_namespace", envvar="ROLLWRIGHT_TEMPORAL_NAMESPACE", help="Temporal namespace")
+@click.option("--task-queue", envvar="ROLLWRIGHT_TASK_QUEUE", help="task queue (default rollwright)")
+@click.option("--debug", is_flag=True, help="show tracebacks")
+@click.pass_context
+def main(ctx: click.Context, temporal_address: str | None, temporal_namespace: str | None, task_queue: str | None,
+         debug: bool) -> None:
+    """Durable Kubernetes rollouts on Temporal."""
+    ctx.obj = Ctx(debug, {"temporal_address": temporal_address, "temporal_namespace": temporal_namespace,
+                          "task_queue": task_queue})
+
+
+@main.command()
+@click.option("--http-port", type=int, help="port of /healthz, /readyz, /metrics")
+@click.pass_context
+def worker(ctx: click.Context, http_port: int | None) -> None:
+    """Run a worker (SIGTERM: stop polling, finish running activities, exit)."""
+    from orchestrator import logs
+    from orchestrator import worker as worker_mod
+
+    c: Ctx = ctx.obj
+    try:
+        settings = load_settings(**c.overrides, http_port=http_port)
+    except ConfigError as e:
+        _fail(str(e), "check the ROLLWRIGHT_* environment variables or flags", EXIT_INVALID)
+        return
+    logs.setup(settings.log_level, settings.log_format)
+    run(ctx, lambda: worker_mod.run(settings))
+
+
+@main.command()
+@click.pass_context
+def setup(ctx: click.Context) -> None:
+    """Register Rollwright's search attributes on an existing Temporal server."""
+    from orchestrator.setup import register_search_attributes
+
+    async def go() -> None:
+        added = await register_search_attributes(ctx.obj.settings())
+        click.echo("registered: " + (", ".join(added) if added else "nothing to do, all present"))
+
+    run(ctx, go)
+
+
+@main.group()
+def rollout() -> None:
+    """Start, follow and steer rollouts."""
+
+
+@rollout.command("start")
+@click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False), help="release spec (YAML/JSON)")
+@click.option("--wait", is_flag=True, help="follow until the rollout ends; exit code reflects the outcome")
+@click.option("--initiator", default=lambda: os.environ.get("USER", "unknown"), help="recorded as who started it")
+@output_opt
+@click.pass_context
+def rollout_start(ctx: click.Context, path: str, wait: bool, initiator: str, output: str) -> None:
+    """Start a rollout of the release in FILE."""
+    from orchestrator.client import RolloutClient
+    from orchestrator.watch import follow
+
+    async def go() -> int:
+        spec = load_spec(path, initiator=initiator)
+        rc = await RolloutClient.connect(ctx.obj.settings())
+        handle = await rc.start(spec)
+        if output == "text":
+            click.echo(f"started {handle.id} (run {handle.result_run_id})")
+        if not wait:
+            if output == "json":
+                emit({"workflow_id": handle.id, "run_id": handle.result_run_id}, output, lambda: None)
+            return EXIT_OK
+        res = await follow(rc, spec.app, spec.environment, output=output)
+        return result_exit(res)
+
+    sys.exit(run(ctx, go))
+
+
+@rollout.command("watch")
+@with_app
+@output_opt
+@click.pass_context
+def rollout_watch(ctx: click.Context, app: str, environment: str, output: str) -> None:
+    """Follow a rollout live until it ends; exit code reflects the outcome."""
+    from orchestrator.client import RolloutClient
+    from orchestrator.watch import follow
+
+    async def go() -> int:
+        rc = await RolloutClient.connect(ctx.obj.settings())
+        return result_exit(await follow(rc, app, environment, output=output))
+
+    sys.exit(run(ctx, go))
+
+
+@rollout.command("status")
+@with_app
+@output_opt
+@click.pass_context
+def rollout_status(ctx: click.Context, app: str, environment: str, output: str) -> None:
+    """Show phase, step, workloads and health of the current (or last) rollout."""
+    from orchestrator.client import RolloutClient
+    from orchestrator.watch import render_status_text
+
+    async def go() -> None:
+        rc = await RolloutClient.connect(ctx.obj.settings())
+        st = await rc.status(app, environment)
+        emit(st.model_dump(mode="json"), output, lambda: click.echo(render_status_text(st)))
+
+    run(ctx, go)
+
+
+def _signal_cmd(name: str, doc: str) -> None:
+    @rollout.command(name, help=doc)
+    @with_app
+    @click.pass_context
+    def cmd(ctx: click.Context, app: str, environment: str) -> None:
+        from orchestrator.client import RolloutClient
+
+        async def go() -> None:
+            rc = await RolloutClient.connect(ctx.obj.settings())
+            await getattr(rc, name)(app, environment)
+            click.echo(f"{name} sent to rollout-{app}-{environment}")
+
+        run(ctx, go)
+
+
+_signal_cmd("pause", "Hold the rollout before its next step.")
+_signal_cmd("resume", "Continue a paused rollout.")
+
+
+@rollout.command("abort")
+@with_app
+@click.option("--reason", required=True, help="recorded in the result and the revision history")
+@click.pass_context
+def rollout_abort(ctx: click.Context, app: str, environment: str, reason: str) -> None:
+    """Abort the rollout (at any phase) and roll back what it changed."""
+    from orchestrator.client import RolloutClient
+
+    async def go() -> None:
+        rc = await RolloutClient.connect(ctx.obj.settings())
+        await rc.abort(app, environment, reason)
+        click.echo(f"abort sent to rollout-{app}-{environment}: {reason}")
+
+    run(ctx, go)
+
+
+@rollout.command("approve")
+@with_app
+@click.option("--comment")
+@click.option("--approver", default=lambda: os.environ.get("USER", "unknown"))
+@click.pass_context
+def rollout_approve(ctx: click.Context, app: str, environment: str, comment: str | None, approver: str) -> None:
+    """Approve a rollout waiting at its approval gate."""
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from orchestrator.client import RolloutClient
+
+    async def go() -> None:
+        rc = await RolloutClient.connect(ctx.obj.settings())
+        try:
+            click.echo(await rc.approve(app, environment, approver, comment))
+        except WorkflowUpdateFailedError as e:
+            _fail(str(e.cause.message if e.cause and hasattr(e.cause, "message") else e), None, EXIT_INVALID)
+
+    run(ctx, go)
+
+
+@rollout.command("list")
+@click.option("--app")
+@click.option("--env", "environment")
+@click.option("--outcome", type=click.Choice([o.value for o in Outcome]))
+@click.option("--limit", default=50, show_default=True)
+@output_opt
+@click.pass_context
+def rollout_list(ctx: click.Context, app: str | None, environment: str | None, outcome: str | None, limit: int,
+                 output: str) -> None:
+    """List rollouts (Temporal visibility query)."""
+    from dataclasses import asdict
+
+    from orchestrator.client import RolloutClient
+
+    async def go() -> None:
+        rc = await RolloutClient.connect(ctx.obj.settings())
+        rows = await rc.list(app=app, environment=environment, outcome=outcome, limit=limit)
+
+        def text() -> None:
+            click.echo(f"{'WORKFLOW ID':40} {'STATUS':11} {'PHASE':17} {'OUTCOME':11} STARTED")
+            for r in rows:
+                click.echo(f"{r.workflow_id:40} {r.status:11} {r.phase or '-':17} {r.outcome or '-':11} {r.start_time}")
+
+        emit([asdict(r) for r in rows], output, text)
+
+    run(ctx, go)
+
+
+@main.command()
+@with_app
+@click.option("--namespace", "k8s_namespace", help="target namespace (default: search all)")
+@click.option("--kubeconfig", envvar="ROLLWRIGHT_KUBECONFIG")
+@output_opt
+@click.pass_context
+def history(ctx: click.Context, app: str, environment: str, k8s_namespace: str | None, kubeconfig: str | None,
+            output: str) -> None:
+    """List the recorded revisions of an app in an environment."""
+    from orchestrator.revisions_view import list_history
+
+    async def go() -> None:
+        rows = list_history(app, environment, k8s_namespace, kubeconfig)
+
+        def text() -> None:
+            click.echo(f"{'REVISION':>8}  {'STATUS':12} {'UPDATED':26} {'IMAGE':60} CAUSE")
+            for r in rows:
+                click.echo(f"{r['revision']:>8}  {r['status']:12} {r['updated_at'] or r['created_at'] or '':26} "
+                           f"{(r['image'] or '-'):60} {r['cause'] or ''}")
+
+        emit(rows, output, text)
+
+    run(ctx, go)
+
+
+@main.command()
+@with_app
+@click.option("--to-revision", type=int, help="default: the revision deployed before the current one")
+@click.option("--namespace", "k8s_namespace")
+@click.option("--kubeconfig", envvar="ROLLWRIGHT_KUBECONFIG")
+@click.option("--wait", is_flag=True)
+@output_opt
+@click.pass_context
+def rollback(ctx: click.Context, app: str, environment: str, to_revision: int | None, k8s_namespace: str | None,
+             kubeconfig: str | None, wait: bool, output: str) -> None:
+    """Roll out a recorded revision again (itself a rollout workflow)."""
+    from orchestrator.client import RolloutClient
+    from orchestrator.revisions_view import rollback_spec
+    from orchestrator.watch import follow
+
+    async def go() -> int:
+        spec = rollback_spec(app, environment, to_revision, k8s_namespace, kubeconfig)
+        rc = await RolloutClient.connect(ctx.obj.settings())
+        handle = await rc.start(spec)
+        if output == "text":
+            click.echo(f"started {handle.id}: rollback to revision {spec.from_revision}")
+        if not wait:
+            return EXIT_OK
+        return result_exit(await follow(rc, app, environment, output=output))
+
+    sys.exit(run(ctx, go))
+
+
+if __name__ == "__main__":
+    main()

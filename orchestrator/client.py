@@ -1,0 +1,186 @@
+"""The Python client: start, follow and steer rollouts. The CLI is a thin shell over this module.
+
+Used by ``orchestrator.cli``, tests, ``bench/`` and anyone scripting Rollwright from Python.
+
+Errors (all carry structured fields)::
+
+    OrchestratorError
+    ├── ConfigError          (orchestrator.config)   bad ROLLWRIGHT_* value
+    ├── ReleaseError         (orchestrator.loader)   bad spec or manifest: file, document, field, reason
+    ├── RolloutAlreadyRunning                        the app/environment lock is held: workflow_id, run_id
+    └── RolloutNotFound                              no such rollout
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    TerminatedError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from orchestrator import WORKFLOW_TYPE, workflow_id
+from orchestrator.config import Settings
+from orchestrator.connect import connect
+from orchestrator.loader import load_manifests
+from orchestrator.models import Outcome, RolloutResult, RolloutStatus
+from orchestrator.spec import Abort, Approval, ReleaseSpec
+from workflows.rollout import SA_APP, SA_ENV, SA_PHASE, RolloutWorkflow
+
+
+class OrchestratorError(Exception):
+    """Root of the client's errors."""
+
+
+class RolloutAlreadyRunning(OrchestratorError):
+    def __init__(self, workflow_id: str, run_id: str | None) -> None:
+        self.workflow_id, self.run_id = workflow_id, run_id
+        super().__init__(f"a rollout is already running: {workflow_id} (run {run_id}); follow it with "
+                         f"`rollwright rollout watch`, or stop it with `rollwright rollout abort`")
+
+
+class RolloutNotFound(OrchestratorError):
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(f"no rollout {workflow_id} found")
+
+
+@dataclass
+class RolloutSummary:
+    workflow_id: str
+    run_id: str
+    status: str
+    app: str | None
+    environment: str | None
+    phase: str | None
+    outcome: str | None
+    image: str | None
+    start_time: str | None
+    close_time: str | None
+
+
+def validate_locally(spec: ReleaseSpec) -> None:
+    """Everything checkable without the cluster, before a workflow exists (raises ReleaseError)."""
+    if spec.from_revision is None:
+        load_manifests(spec)
+        if spec.image is not None:
+            from activities.source import check_context  # local file checks only
+
+            check_context(spec)
+
+
+class RolloutClient:
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self.client, self.task_queue = client, task_queue
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> RolloutClient:
+        return cls(await connect(settings, tracing=False), settings.task_queue)
+
+    async def start(self, spec: ReleaseSpec, *, validate: bool = True) -> WorkflowHandle[Any, Any]:
+        """Starts a rollout; refuses with RolloutAlreadyRunning while one runs for the same app/environment."""
+        if validate:
+            validate_locally(spec)
+        wid = workflow_id(spec.app, spec.environment)
+        repo = spec.image.repository if spec.image else "manifests only"
+        summary = f"{spec.app} → {spec.environment}: {repo}" + (
+            f" (rollback to revision {spec.from_revision})" if spec.from_revision else "")
+        details = "\n".join([f"namespace: `{spec.namespace}`", "manifests:"] + [f"- `{m}`" for m in spec.manifests])
+        try:
+            return await self.client.start_workflow(
+                RolloutWorkflow.run, spec, id=wid, task_queue=self.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                search_attributes=TypedSearchAttributes([
+                    SearchAttributePair(SA_APP, spec.app), SearchAttributePair(SA_ENV, spec.environment),
+                    SearchAttributePair(SA_PHASE, "Pending")]),
+                static_summary=summary, static_details=details)
+        except WorkflowAlreadyStartedError as e:
+            raise RolloutAlreadyRunning(wid, e.run_id) from None
+
+    def handle(self, app: str, environment: str) -> WorkflowHandle[Any, Any]:
+        return self.client.get_workflow_handle(workflow_id(app, environment))
+
+    async def result(self, handle: WorkflowHandle[Any, Any]) -> RolloutResult:
+        """Waits for the rollout and returns its typed result, for every outcome (failures carry it as details)."""
+        try:
+            return RolloutResult.model_validate(await handle.result())
+        except WorkflowFailureError as e:
+            cause = e.cause
+            if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
+                return RolloutResult.model_validate(cause.details[0])
+            app, _, env = handle.id.removeprefix("rollout-").partition("-")
+            if isinstance(cause, CancelledError):
+                return RolloutResult(app=app, environment=env, outcome=Outcome.ABORTED, cause="workflow cancelled")
+            if isinstance(cause, TerminatedError):
+                return RolloutResult(app=app, environment=env, outcome=Outcome.FAILED, cause="workflow terminated")
+            return RolloutResult(app=app, environment=env, outcome=Outcome.FAILED, cause=str(cause or e))
+
+    async def status(self, app: str, environment: str) -> RolloutStatus:
+        try:
+            return await self.handle(app, environment).query(RolloutWorkflow.status)
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                raise RolloutNotFound(workflow_id(app, environment)) from None
+            raise
+
+    async def is_running(self, app: str, environment: str) -> bool:
+        try:
+            d = await self.handle(app, environment).describe()
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return d.status == WorkflowExecutionStatus.RUNNING
+
+    async def _running_handle(self, app: str, environment: str) -> WorkflowHandle[Any, Any]:
+        if not await self.is_running(app, environment):
+            raise RolloutNotFound(workflow_id(app, environment) + " (not running)")
+        return self.handle(app, environment)
+
+    async def pause(self, app: str, environment: str) -> None:
+        await (await self._running_handle(app, environment)).signal(RolloutWorkflow.pause)
+
+    async def resume(self, app: str, environment: str) -> None:
+        await (await self._running_handle(app, environment)).signal(RolloutWorkflow.resume)
+
+    async def abort(self, app: str, environment: str, reason: str) -> None:
+        await (await self._running_handle(app, environment)).signal(RolloutWorkflow.abort, Abort(reason=reason))
+
+    async def approve(self, app: str, environment: str, approver: str, comment: str | None = None) -> str:
+        h = await self._running_handle(app, environment)
+        return await h.execute_update(RolloutWorkflow.approve, Approval(approver=approver, comment=comment))
+
+    async def list(self, *, app: str | None = None, environment: str | None = None, outcome: str | None = None,
+                   limit: int = 50) -> list[RolloutSummary]:
+        clauses = [f"WorkflowType = '{WORKFLOW_TYPE}'"]
+        for key, val in (("RolloutApp", app), ("RolloutEnvironment", environment), ("RolloutOutcome", outcome)):
+            if val:
+                clauses.append(f"{key} = '{_q(val)}'")
+        out = []
+        async for w in self.client.list_workflows(" AND ".join(clauses), limit=limit):
+            sa = w.typed_search_attributes
+            get = lambda name: next((p.value for p in sa if p.key.name == name), None)  # noqa: E731
+            out.append(RolloutSummary(
+                workflow_id=w.id, run_id=w.run_id, status=w.status.name if w.status else "UNKNOWN",
+                app=get("RolloutApp"), environment=get("RolloutEnvironment"), phase=get("RolloutPhase"),
+                outcome=get("RolloutOutcome"), image=get("RolloutImage"),
+                start_time=w.start_time.isoformat() if w.start_time else None,
+                close_time=w.close_time.isoformat() if w.close_time else None))
+        return out
+
+
+def _q(v: str) -> str:
+    return v.replace("'", "")

@@ -1,0 +1,56 @@
+"""Builds the Temporal client every Rollwright process uses: same data converter, TLS/API key, tracing.
+
+Called by ``orchestrator.client`` (CLI, Python API) and ``orchestrator.worker``. Keeping this in one place is what
+guarantees the pydantic converter is used on both ends (a mismatch would fail at decode time, in the worker).
+"""
+
+from __future__ import annotations
+
+import os
+
+from temporalio.client import Client, Interceptor
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
+from temporalio.service import TLSConfig
+
+from orchestrator.config import Settings
+
+
+def tracing_interceptors() -> list[Interceptor]:
+    """OpenTelemetry tracing, on only when an exporter is configured through the standard OTEL_* variables."""
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "none").lower()
+    if exporter in ("", "none"):
+        return []
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME",
+                                                                                         "rollwright-worker")}))
+    if exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    elif exporter == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError as e:  # the exporter package is optional
+            raise RuntimeError("OTEL_TRACES_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto-http") from e
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return [TracingInterceptor()]
+
+
+async def connect(settings: Settings, *, runtime: Runtime | None = None, tracing: bool = True) -> Client:
+    tls: TLSConfig | bool = False
+    if settings.temporal_tls_cert or settings.temporal_tls_ca:
+        tls = TLSConfig(
+            server_root_ca_cert=settings.temporal_tls_ca.read_bytes() if settings.temporal_tls_ca else None,
+            client_cert=settings.temporal_tls_cert.read_bytes() if settings.temporal_tls_cert else None,
+            client_private_key=settings.temporal_tls_key.read_bytes() if settings.temporal_tls_key else None)
+    elif settings.temporal_api_key:
+        tls = True
+    return await Client.connect(
+        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter,
+        tls=tls, api_key=settings.temporal_api_key, runtime=runtime,
+        interceptors=tracing_interceptors() if tracing else [])

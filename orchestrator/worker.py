@@ -1,0 +1,115 @@
+"""The worker process (``rollwright worker``): polls the task queue, runs RolloutWorkflow and its activities.
+
+Started by the CLI, the container image's entrypoint and tests (as a separate process, so it can be killed).
+On SIGTERM it stops polling, lets running activities finish within ``ROLLWRIGHT_SHUTDOWN_TIMEOUT_SECONDS``, then
+exits; Kubernetes' terminationGracePeriodSeconds is set above that timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pydantic
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+
+from activities.build import BuildActivities
+from activities.clients import Clients
+from activities.health import HealthActivities
+from activities.prepare import PrepareActivities
+from activities.readiness import ReadinessActivities
+from activities.release import ReleaseActivities
+from orchestrator import __version__
+from orchestrator.config import Settings
+from orchestrator.connect import connect
+from orchestrator.health import HealthServer
+from workflows.rollout import RolloutWorkflow
+
+log = logging.getLogger(__name__)
+
+
+def activities_for(clients: Clients) -> list[object]:
+    b, p, r, w, h = (BuildActivities(clients), PrepareActivities(clients), ReleaseActivities(clients),
+                     ReadinessActivities(clients), HealthActivities(clients))
+    return [p.prepare_release, b.build_image, b.push_image, r.snapshot_release, r.apply_release,
+            r.rollback_release, r.finalize_revision, w.wait_ready, h.run_health_checks]
+
+
+def build_worker(client: Client, settings: Settings, clients: Clients, executor: ThreadPoolExecutor) -> Worker:
+    return Worker(
+        client, task_queue=settings.task_queue, workflows=[RolloutWorkflow], activities=activities_for(clients),
+        activity_executor=executor, max_concurrent_activities=settings.max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout_seconds),
+        # A spec that fails validation at decode time fails the workflow instead of retrying its task forever.
+        workflow_failure_exception_types=[pydantic.ValidationError],
+        identity=f"rollwright-{__version__}@{socket.gethostname()}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run(settings: Settings) -> None:
+    metrics_port = _free_port()
+    runtime = Runtime(telemetry=TelemetryConfig(
+        metrics=PrometheusConfig(bind_address=f"127.0.0.1:{metrics_port}"), global_tags={"service": "rollwright"}))
+    state = {"connected": False, "checked": 0.0, "running": False, "why": "starting"}
+
+    def ready() -> tuple[bool, str]:
+        fresh = time.monotonic() - state["checked"] < 15  # type: ignore[operator]
+        ok = bool(state["running"] and state["connected"] and fresh)
+        return ok, "polling" if ok else str(state["why"])
+
+    health = HealthServer(settings.http_host, settings.http_port, ready=ready,
+                          metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
+    await health.start()
+    log.info("health endpoints on %s:%d", settings.http_host, health.port)
+
+    client = None
+    while client is None:  # the worker starts before Temporal is reachable in compose/k8s: keep trying
+        try:
+            client = await connect(settings, runtime=runtime)
+        except Exception as e:
+            state["why"] = f"cannot connect to Temporal at {settings.temporal_address}: {e}"
+            log.warning("%s; retrying in 2s", state["why"])
+            await asyncio.sleep(2)
+    clients = Clients(kubeconfig=settings.kubeconfig, temporal=client, loop=asyncio.get_running_loop())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def probe() -> None:
+        while True:
+            try:
+                await client.service_client.check_health(timeout=timedelta(seconds=3))
+                state["connected"], state["checked"] = True, time.monotonic()
+            except Exception as e:
+                state["connected"], state["why"] = False, f"Temporal unreachable: {e}"
+            await asyncio.sleep(3)
+
+    prober = asyncio.create_task(probe())
+    with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities + 4) as executor:
+        worker = build_worker(client, settings, clients, executor)
+        run_task = asyncio.create_task(worker.run())
+        state["running"] = True
+        log.info("worker polling task queue %r on %s (namespace %s)", settings.task_queue, settings.temporal_address,
+                 settings.temporal_namespace)
+        await asyncio.wait([run_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        state["running"], state["why"] = False, "shutting down"
+        log.info("shutting down: waiting up to %ss for running activities", settings.shutdown_timeout_seconds)
+        await worker.shutdown()
+        if run_task.done() and run_task.exception():
+            raise run_task.exception()  # type: ignore[misc]
+    prober.cancel()
+    await health.stop()
+    log.info("worker stopped")

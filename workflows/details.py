@@ -1,0 +1,30 @@
+"""Renders the rollout's "Current Details" (Temporal markdown) shown in the Web UI.
+
+Called by ``workflows.rollout`` on every status change. Pure and deterministic: it formats the status it is
+given, nothing else (``set_current_details`` costs no history event, so it can be refreshed freely).
+"""
+
+from __future__ import annotations
+
+from orchestrator.models import RolloutStatus
+from orchestrator.spec import ReleaseSpec
+
+
+def render_details(spec: ReleaseSpec, s: RolloutStatus) -> str:
+    lines = [f"**{spec.app}** → `{spec.environment}` (namespace `{spec.namespace}`)", "",
+             f"phase: **{s.phase.value}** · step: **{s.step.value}**" + (" · ⏸ paused" if s.paused else ""),
+             "", f"{s.message}"]
+    if s.image:
+        lines += ["", f"image: `{s.image}`"]
+    if s.revision:
+        lines += [f"revision: {s.revision}"]
+    if s.workloads:
+        lines += ["", "| workload | desired | updated | ready | available |", "|---|---|---|---|---|"]
+        lines += [f"| {w.kind}/{w.name} | {w.desired} | {w.updated} | {w.ready} | {w.available} |" for w in s.workloads]
+    if s.health:
+        lines += ["", "| health check | result | ok/fail | last |", "|---|---|---|---|"]
+        lines += [f"| {h.name} | {'✅' if h.ok else '❌'} | {h.successes}/{h.failures} | "
+                  f"{h.last_status or h.last_error or ''} |" for h in s.health]
+    if s.outcome:
+        lines += ["", f"outcome: **{s.outcome.value}**" + (f": {s.cause}" if s.cause else "")]
+    return "\n".join(lines)

@@ -1,0 +1,366 @@
+"""``RolloutWorkflow``: one release of one app to one environment, as a durable, deterministic workflow.
+
+Registered by ``orchestrator.worker``; started by ``orchestrator.client`` (CLI, Python) or plain
+``temporal workflow start --type RolloutWorkflow``. All I/O happens in activities, called by name so this module
+never imports kubernetes or docker. The flow reads like Argo's ``rolloutCanary()``: validate → (approve) → build →
+push → snapshot → apply → wait ready → bake → finalize; any failure after the snapshot rolls back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from datetime import timedelta
+from typing import Any, NoReturn
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from orchestrator.models import (
+        ApplyInput,
+        BuildInput,
+        BuildResult,
+        FinalizeInput,
+        HealthInput,
+        HealthResult,
+        ObjectRef,
+        Outcome,
+        Phase,
+        PrepareInput,
+        ProgressReport,
+        PushInput,
+        PushResult,
+        ReleasePlan,
+        RevisionRef,
+        RollbackInput,
+        RollbackResult,
+        RolloutResult,
+        RolloutStatus,
+        SnapshotInput,
+        Step,
+        WaitInput,
+        WaitResult,
+    )
+    from orchestrator.spec import Abort, Approval, ReleaseSpec
+    from workflows.details import render_details
+
+SA_APP = SearchAttributeKey.for_keyword("RolloutApp")
+SA_ENV = SearchAttributeKey.for_keyword("RolloutEnvironment")
+SA_PHASE = SearchAttributeKey.for_keyword("RolloutPhase")
+SA_OUTCOME = SearchAttributeKey.for_keyword("RolloutOutcome")
+SA_IMAGE = SearchAttributeKey.for_keyword("RolloutImage")
+SA_REVISION = SearchAttributeKey.for_int("RolloutRevision")
+
+# Errors that retrying cannot fix. Activities raise them as ApplicationError(type=...); listing them here too keeps
+# the policy explicit even if an activity forgets non_retryable=True.
+NON_RETRYABLE = ["InvalidRelease", "InvalidManifest", "Forbidden", "RegistryUnreachable", "BuildFailed",
+                 "WorkloadFailed", "ProgressDeadline", "HealthCheckFailed", "RevisionNotFound"]
+QUICK = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                    maximum_interval=timedelta(seconds=20), maximum_attempts=5, non_retryable_error_types=NON_RETRYABLE)
+PERSISTENT = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                         maximum_interval=timedelta(seconds=30), maximum_attempts=20,
+                         non_retryable_error_types=NON_RETRYABLE)
+WAIT_HEARTBEAT = timedelta(seconds=10)
+
+
+class _Aborted(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _StepFailed(Exception):
+    def __init__(self, step: Step, cause: str) -> None:
+        super().__init__(cause)
+        self.step, self.cause = step, cause
+
+
+@workflow.defn(name="RolloutWorkflow")
+class RolloutWorkflow:
+    @workflow.init
+    def __init__(self, spec: ReleaseSpec) -> None:
+        now = workflow.now()
+        self._spec = spec
+        self._status = RolloutStatus(app=spec.app, environment=spec.environment, started_at=now, updated_at=now,
+                                     step_started_at=now)
+        self._paused = False
+        self._abort: str | None = None
+        self._approval: Approval | None = None
+        self._awaiting_approval = False
+        self._failed_step: Step | None = None
+
+    # ---- messages -----------------------------------------------------------------------------------------------
+
+    @workflow.signal(description="Hold before the next step")
+    def pause(self) -> None:
+        self._paused = True
+        self._status.paused = True
+        self._touch()
+
+    @workflow.signal(description="Continue after a pause")
+    def resume(self) -> None:
+        self._paused = False
+        self._status.paused = False
+        self._touch()
+
+    @workflow.signal(description='Abort and roll back; input {"reason": "..."}')
+    def abort(self, req: Abort) -> None:
+        if self._abort is None:
+            self._abort = req.reason
+            self._status.message = f"abort requested: {req.reason}"
+            self._touch()
+
+    @workflow.signal(name="report_progress", description="Internal: live workload and health progress from activities")
+    def report_progress(self, report: ProgressReport) -> None:
+        if report.workloads is not None:
+            self._status.workloads = report.workloads
+        if report.health is not None:
+            self._status.health = report.health
+        self._touch()
+
+    @workflow.update(description='Approve a gated rollout; input {"approver": "...", "comment": "..."}')
+    async def approve(self, req: Approval) -> str:
+        self._approval = req
+        self._status.approved_by = req.approver
+        self._touch()
+        return f"approved by {req.approver}"
+
+    @approve.validator
+    def _validate_approve(self, req: Approval) -> None:
+        if not self._awaiting_approval or self._approval is not None:
+            raise ValueError(f"rollout {workflow.info().workflow_id} is not waiting for approval "
+                             f"(phase {self._status.phase.value}, step {self._status.step.value})")
+
+    @workflow.query(description="Phase, step, message, per-workload replicas, health results, timestamps")
+    def status(self) -> RolloutStatus:
+        return self._status
+
+    # ---- the rollout --------------------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, spec: ReleaseSpec) -> RolloutResult:
+        self._upsert(phase=Phase.PROGRESSING, app=True)
+        revision: RevisionRef | None = None
+        changed_cluster = False
+        try:
+            plan = await self._step(Step.VALIDATE, "prepare_release", PrepareInput(spec=spec), ReleasePlan,
+                                    timeout=timedelta(minutes=3), retry=QUICK, summary="validate + server dry run")
+            if spec.approval.required:
+                await self._approval_gate()
+            image = await self._build_and_push(spec, plan)
+            revision = await self._step(
+                Step.SNAPSHOT, "snapshot_release",
+                SnapshotInput(spec=spec, plan=plan, image=image, run_id=workflow.info().run_id,
+                              workflow_id=workflow.info().workflow_id),
+                RevisionRef, timeout=timedelta(minutes=2), retry=QUICK, summary="snapshot live state")
+            self._status.revision = revision.revision
+            self._upsert(revision=revision.revision)
+            changed_cluster = True
+            await self._step(Step.APPLY, "apply_release", ApplyInput(spec=spec, plan=plan, revision=revision),
+                             list[str], timeout=timedelta(minutes=5), retry=QUICK,
+                             summary=f"server-side apply {len(plan.objects)} objects")
+            await self._wait_ready(spec, plan.workloads, spec.health.progress_deadline_seconds)
+            if spec.health.bake_seconds or spec.health.http:
+                health = await self._step(
+                    Step.BAKE, "run_health_checks", HealthInput(spec=spec), list[HealthResult],
+                    timeout=timedelta(seconds=spec.health.bake_seconds + 300), retry=QUICK,
+                    heartbeat=WAIT_HEARTBEAT, summary=f"bake {spec.health.bake_seconds:g}s, {len(spec.health.http)} checks")
+                self._status.health = health
+            await self._step(Step.FINALIZE, "finalize_revision",
+                             FinalizeInput(spec=spec, revision=revision, status="deployed"), type(None),
+                             timeout=timedelta(minutes=1), retry=PERSISTENT, summary="record revision as deployed",
+                             abortable=False)
+            return self._finish(Outcome.SUCCEEDED, None, Phase.HEALTHY)
+        except _Aborted as e:
+            cause = f"aborted by operator: {e.reason}"
+            if changed_cluster and revision is not None:
+                await self._rollback(spec, revision, cause)
+            self._fail(Outcome.ABORTED, cause, Phase.ABORTED)
+        except _StepFailed as e:
+            self._failed_step = e.step
+            if changed_cluster and revision is not None and spec.rollback.automatic:
+                ok = await self._rollback(spec, revision, e.cause)
+                self._fail(Outcome.ROLLED_BACK if ok else Outcome.FAILED, e.cause, Phase.DEGRADED)
+            if revision is not None:
+                await self._finalize_quietly(spec, revision, "failed", e.cause)
+            self._fail(Outcome.FAILED, e.cause, Phase.DEGRADED)
+        except asyncio.CancelledError:
+            # `temporal workflow cancel`: treat as an abort, clean up, then let the cancellation stand.
+            if changed_cluster and revision is not None:
+                await self._rollback(spec, revision, "workflow cancelled")
+            raise
+
+    async def _build_and_push(self, spec: ReleaseSpec, plan: ReleasePlan) -> str | None:
+        if spec.image is None or spec.from_revision is not None or plan.image_tag is None:
+            return None
+        build = await self._step(Step.BUILD, "build_image", BuildInput(spec=spec, tag=plan.image_tag), BuildResult,
+                                 timeout=timedelta(minutes=30), retry=QUICK, heartbeat=timedelta(seconds=60),
+                                 summary=f"docker build {spec.image.repository}:{plan.image_tag}")
+        push = await self._step(Step.PUSH, "push_image", PushInput(spec=spec, tag=plan.image_tag), PushResult,
+                                timeout=timedelta(minutes=15), retry=QUICK, heartbeat=timedelta(seconds=60),
+                                summary=f"docker push {build.image}")
+        self._status.image = push.image
+        self._upsert(image=push.image)
+        return push.image
+
+    async def _approval_gate(self) -> None:
+        self._set(Step.APPROVAL, Phase.AWAITING_APPROVAL, "waiting for approval: rollwright rollout approve")
+        self._awaiting_approval = True
+        timeout = self._spec.approval.timeout_seconds
+        try:
+            await workflow.wait_condition(lambda: self._approval is not None or self._abort is not None,
+                                          timeout=timedelta(seconds=timeout) if timeout else None,
+                                          timeout_summary="approval timeout")
+        except builtins.TimeoutError:
+            self._abort = f"approval not given within {timeout}s"
+        finally:
+            self._awaiting_approval = False
+        if self._abort is not None:
+            raise _Aborted(self._abort)
+        self._set(Step.APPROVAL, Phase.PROGRESSING, f"approved by {self._approval.approver if self._approval else '?'}")
+
+    async def _wait_ready(self, spec: ReleaseSpec, workloads: list[ObjectRef], deadline: int, *,
+                          step: Step = Step.WAIT_READY, abortable: bool = True) -> None:
+        if not workloads:
+            return
+        res = await self._step(step, "wait_ready",
+                               WaitInput(namespace=spec.namespace, kube_context=spec.kube_context, workloads=workloads,
+                                         deadline_seconds=deadline, workflow_id=workflow.info().workflow_id),
+                               WaitResult, timeout=timedelta(seconds=deadline + 120), retry=PERSISTENT,
+                               heartbeat=WAIT_HEARTBEAT, abortable=abortable,
+                               summary=f"wait for {len(workloads)} workload(s) ready, deadline {deadline}s")
+        self._status.workloads = res.workloads
+
+    async def _rollback(self, spec: ReleaseSpec, revision: RevisionRef, cause: str) -> bool:
+        """Restores the snapshot; never abortable (an abort during rollback would leave a half-state)."""
+        self._set(Step.ROLLBACK, Phase.ROLLING_BACK, f"rolling back: {cause}")
+        try:
+            res = await self._step(Step.ROLLBACK, "rollback_release", RollbackInput(spec=spec, revision=revision),
+                                   RollbackResult, timeout=timedelta(minutes=5), retry=PERSISTENT, abortable=False,
+                                   summary=f"restore revision {revision.previous_revision or 'none'} (snapshot)")
+            await self._wait_ready(spec, res.workloads, spec.health.progress_deadline_seconds, step=Step.ROLLBACK,
+                                   abortable=False)
+            await self._finalize_quietly(spec, revision, "rolled-back", cause)
+            return True
+        except _StepFailed as e:
+            self._status.message = f"rollback failed: {e.cause}"
+            await self._finalize_quietly(spec, revision, "failed", f"{cause}; rollback failed: {e.cause}")
+            return False
+
+    async def _finalize_quietly(self, spec: ReleaseSpec, revision: RevisionRef, status: str, cause: str) -> None:
+        try:
+            await self._step(Step.FINALIZE, "finalize_revision",
+                             FinalizeInput(spec=spec, revision=revision, status=status, cause=cause), type(None),
+                             timeout=timedelta(minutes=1), retry=PERSISTENT, abortable=False,
+                             summary=f"record revision as {status}")
+        except _StepFailed:
+            workflow.logger.warning("could not record revision %s as %s", revision.revision, status)
+
+    # ---- plumbing -----------------------------------------------------------------------------------------------
+
+    async def _step(self, step: Step, activity: str, arg: Any, result_type: Any, *, timeout: timedelta,
+                    retry: RetryPolicy, summary: str, heartbeat: timedelta | None = None,
+                    abortable: bool = True) -> Any:
+        """Runs one activity as a step: honours pause before it and abort during it (cancelling the activity and
+        waiting until it has stopped, so a rollback never races a still-running watcher)."""
+        if abortable:
+            await self._checkpoint()
+        if self._status.phase not in (Phase.ROLLING_BACK,):
+            self._set(step, Phase.PROGRESSING, summary)
+        handle = workflow.start_activity(
+            activity, arg, result_type=result_type, start_to_close_timeout=timeout, heartbeat_timeout=heartbeat,
+            retry_policy=retry, summary=summary,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
+        if abortable:
+            await workflow.wait_condition(lambda: handle.done() or self._abort is not None)
+            if not handle.done():
+                handle.cancel()
+                try:
+                    await handle
+                except (ActivityError, asyncio.CancelledError):
+                    pass
+                raise _Aborted(self._abort or "aborted")
+        try:
+            return await handle
+        except ActivityError as e:
+            raise _StepFailed(step, _cause(activity, e)) from None
+
+    async def _checkpoint(self) -> None:
+        if self._abort is not None:
+            raise _Aborted(self._abort)
+        if self._paused:
+            before = self._status.phase
+            self._set(self._status.step, Phase.PAUSED, "paused by operator: rollwright rollout resume to continue")
+            self._upsert(phase=Phase.PAUSED)
+            await workflow.wait_condition(lambda: not self._paused or self._abort is not None)
+            if self._abort is not None:
+                raise _Aborted(self._abort)
+            self._set(self._status.step, before, "resumed")
+
+    def _set(self, step: Step, phase: Phase, message: str) -> None:
+        now = workflow.now()
+        if step != self._status.step:
+            self._status.step_started_at = now
+        phase_changed = phase != self._status.phase
+        self._status.step, self._status.phase, self._status.message = step, phase, message
+        if phase_changed and phase != Phase.PAUSED:
+            self._upsert(phase=phase)
+        self._touch()
+
+    def _touch(self) -> None:
+        self._status.updated_at = workflow.now()
+        workflow.set_current_details(render_details(self._spec, self._status))
+
+    def _upsert(self, *, phase: Phase | None = None, app: bool = False, image: str | None = None,
+                revision: int | None = None, outcome: Outcome | None = None) -> None:
+        # One upsert per phase change, not per progress tick: each upsert is a history event.
+        updates = []
+        if app:
+            updates += [SA_APP.value_set(self._spec.app), SA_ENV.value_set(self._spec.environment)]
+        if phase is not None:
+            updates.append(SA_PHASE.value_set(phase.value))
+        if image is not None:
+            updates.append(SA_IMAGE.value_set(image))
+        if revision is not None:
+            updates.append(SA_REVISION.value_set(revision))
+        if outcome is not None:
+            updates.append(SA_OUTCOME.value_set(outcome.value))
+        if updates:
+            workflow.upsert_search_attributes(updates)
+
+    def _result(self, outcome: Outcome, cause: str | None) -> RolloutResult:
+        s = self._status
+        return RolloutResult(app=s.app, environment=s.environment, outcome=outcome, cause=cause, image=s.image,
+                             failed_step=self._failed_step,
+                             revision=s.revision, workloads=s.workloads, health=s.health, started_at=s.started_at,
+                             finished_at=workflow.now())
+
+    def _finish(self, outcome: Outcome, cause: str | None, phase: Phase) -> RolloutResult:
+        self._status.outcome, self._status.cause = outcome, cause
+        self._set(Step.DONE, phase, cause or outcome.value)
+        self._upsert(outcome=outcome)
+        labels = {"app": self._spec.app, "environment": self._spec.environment, "outcome": outcome.value}
+        meter = workflow.metric_meter()
+        meter.create_counter("rollwright_rollouts_finished", "rollouts by outcome").add(1, labels)
+        meter.create_histogram_timedelta("rollwright_rollout_duration", "rollout wall time", unit="ms").record(
+            workflow.now() - workflow.info().start_time, labels)
+        return self._result(outcome, cause)
+
+    def _fail(self, outcome: Outcome, cause: str, phase: Phase) -> NoReturn:
+        """Ends the workflow as Failed in Temporal (red in the UI) with the typed result as the failure details."""
+        result = self._finish(outcome, cause, phase)
+        raise ApplicationError(f"{outcome.value}: {cause}", result.model_dump(mode="json"),
+                               type=f"Rollout{outcome.value}", non_retryable=True)
+
+
+def _cause(activity: str, e: ActivityError) -> str:
+    c = e.cause
+    if isinstance(c, ApplicationError):
+        return c.message
+    if isinstance(c, TimeoutError):
+        return f"{activity} timed out ({c.type.name.lower().replace('_', '-') if c.type else 'timeout'})"
+    if isinstance(c, CancelledError):
+        return f"{activity} was cancelled"
+    return f"{activity} failed: {c or e}"
