@@ -30,6 +30,9 @@ from orchestrator.spec import ReleaseSpec
 _DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
+_NOT_OBJECTS = {"kustomization.yaml", "kustomization.yml", "Kustomization"}
+
+
 class ReleaseError(Exception):
     """Invalid release input. ``str()`` is the full one-line message for the operator."""
 
@@ -107,7 +110,9 @@ def manifest_files(spec: ReleaseSpec) -> list[Path]:
     for i, entry in enumerate(spec.manifests):
         p = Path(entry) if os.path.isabs(entry) else base_dir(spec) / entry
         if p.is_dir():
-            found = sorted(x for x in p.rglob("*") if x.suffix in (".yaml", ".yml", ".json") and x.is_file())
+            # kustomization.yaml describes a build, it is not an object: skip it when expanding a directory.
+            found = sorted(x for x in p.rglob("*") if x.suffix in (".yaml", ".yml", ".json") and x.is_file()
+                           and x.name not in _NOT_OBJECTS)
             if not found:
                 raise ReleaseError(str(p), "directory holds no .yaml/.yml/.json files", field=f"manifests[{i}]")
             files.extend(found)
