@@ -37,11 +37,19 @@ class Ctx:
         return load_settings(**self.overrides)
 
 
+def _exit(code: int) -> None:
+    """Exits without interpreter finalization: the Temporal SDK's native threads can abort a normal exit
+    (sdk-python#300, exit code 134 seen here), which would turn a clean rollout result into a crash."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _fail(msg: str, hint: str | None, code: int) -> None:
     click.echo(f"error: {msg}", err=True)
     if hint:
         click.echo(f"hint: {hint}", err=True)
-    sys.exit(code)
+    _exit(code)
 
 
 def run(ctx: click.Context, fn: Callable[[], Awaitable[T]]) -> T:
@@ -125,6 +133,7 @@ def worker(ctx: click.Context, http_port: int | None) -> None:
         return
     logs.setup(settings.log_level, settings.log_format)
     run(ctx, lambda: worker_mod.run(settings))
+    _exit(EXIT_OK)
 
 
 @main.command()
@@ -138,6 +147,7 @@ def setup(ctx: click.Context) -> None:
         click.echo("registered: " + (", ".join(added) if added else "nothing to do, all present"))
 
     run(ctx, go)
+    _exit(EXIT_OK)
 
 
 @main.group()
@@ -169,7 +179,7 @@ def rollout_start(ctx: click.Context, path: str, wait: bool, initiator: str, out
         res = await follow(rc, spec.app, spec.environment, output=output)
         return result_exit(res)
 
-    sys.exit(run(ctx, go))
+    _exit(run(ctx, go))
 
 
 @rollout.command("watch")
@@ -185,7 +195,7 @@ def rollout_watch(ctx: click.Context, app: str, environment: str, output: str) -
         rc = await RolloutClient.connect(ctx.obj.settings())
         return result_exit(await follow(rc, app, environment, output=output))
 
-    sys.exit(run(ctx, go))
+    _exit(run(ctx, go))
 
 
 @rollout.command("status")
@@ -203,6 +213,7 @@ def rollout_status(ctx: click.Context, app: str, environment: str, output: str) 
         emit(st.model_dump(mode="json"), output, lambda: click.echo(render_status_text(st)))
 
     run(ctx, go)
+    _exit(EXIT_OK)
 
 
 def _signal_cmd(name: str, doc: str) -> None:
@@ -218,6 +229,7 @@ def _signal_cmd(name: str, doc: str) -> None:
             click.echo(f"{name} sent to rollout-{app}-{environment}")
 
         run(ctx, go)
+        _exit(EXIT_OK)
 
 
 _signal_cmd("pause", "Hold the rollout before its next step.")
@@ -238,6 +250,7 @@ def rollout_abort(ctx: click.Context, app: str, environment: str, reason: str) -
         click.echo(f"abort sent to rollout-{app}-{environment}: {reason}")
 
     run(ctx, go)
+    _exit(EXIT_OK)
 
 
 @rollout.command("approve")
@@ -259,6 +272,7 @@ def rollout_approve(ctx: click.Context, app: str, environment: str, comment: str
             _fail(str(e.cause.message if e.cause and hasattr(e.cause, "message") else e), None, EXIT_INVALID)
 
     run(ctx, go)
+    _exit(EXIT_OK)
 
 
 @rollout.command("list")
@@ -287,6 +301,7 @@ def rollout_list(ctx: click.Context, app: str | None, environment: str | None, o
         emit([asdict(r) for r in rows], output, text)
 
     run(ctx, go)
+    _exit(EXIT_OK)
 
 
 @main.command()
@@ -312,6 +327,7 @@ def history(ctx: click.Context, app: str, environment: str, k8s_namespace: str |
         emit(rows, output, text)
 
     run(ctx, go)
+    _exit(EXIT_OK)
 
 
 @main.command()
@@ -339,7 +355,7 @@ def rollback(ctx: click.Context, app: str, environment: str, to_revision: int | 
             return EXIT_OK
         return result_exit(await follow(rc, app, environment, output=output))
 
-    sys.exit(run(ctx, go))
+    _exit(run(ctx, go))
 
 
 if __name__ == "__main__":

@@ -71,14 +71,17 @@ class RolloutSummary:
     close_time: str | None
 
 
-def validate_locally(spec: ReleaseSpec) -> None:
-    """Everything checkable without the cluster, before a workflow exists (raises ReleaseError)."""
-    if spec.from_revision is None:
-        load_manifests(spec)
-        if spec.image is not None:
-            from activities.source import check_context  # local file checks only
+def validate_locally(spec: ReleaseSpec) -> list[str]:
+    """Everything checkable without the cluster, before a workflow exists (raises ReleaseError).
+    Returns the release's objects as ``Kind/name`` for the workflow's static details."""
+    if spec.from_revision is not None:
+        return []
+    objects = [f"{m.kind}/{m.name}" for m in load_manifests(spec)]
+    if spec.image is not None:
+        from activities.source import check_context  # local file checks only
 
-            check_context(spec)
+        check_context(spec)
+    return objects
 
 
 class RolloutClient:
@@ -91,13 +94,13 @@ class RolloutClient:
 
     async def start(self, spec: ReleaseSpec, *, validate: bool = True) -> WorkflowHandle[Any, Any]:
         """Starts a rollout; refuses with RolloutAlreadyRunning while one runs for the same app/environment."""
-        if validate:
-            validate_locally(spec)
+        objects = validate_locally(spec) if validate else []
         wid = workflow_id(spec.app, spec.environment)
         repo = spec.image.repository if spec.image else "manifests only"
         summary = f"{spec.app} → {spec.environment}: {repo}" + (
             f" (rollback to revision {spec.from_revision})" if spec.from_revision else "")
-        details = "\n".join([f"namespace: `{spec.namespace}`", "manifests:"] + [f"- `{m}`" for m in spec.manifests])
+        details = "\n".join([f"namespace: `{spec.namespace}`", "", "objects:"] + [f"- `{o}`" for o in objects]
+                            + ["", "manifests:"] + [f"- `{m}`" for m in spec.manifests])
         try:
             return await self.client.start_workflow(
                 RolloutWorkflow.run, spec, id=wid, task_queue=self.task_queue,

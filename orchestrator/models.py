@@ -209,6 +209,8 @@ class RolloutStatus(_Msg):
     outcome: Outcome | None = None
     cause: str | None = None
     approved_by: str | None = None
+    approval_comment: str | None = None
+    awaiting_approval: bool = False
     started_at: datetime | None = None
     updated_at: datetime | None = None
     step_started_at: datetime | None = None
@@ -227,6 +229,8 @@ class RolloutResult(_Msg):
     rolled_back_to: int | None = None
     workloads: list[WorkloadStatus] = Field(default_factory=list)
     health: list[HealthResult] = Field(default_factory=list)
+    approved_by: str | None = None
+    approval_comment: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
 

@@ -123,7 +123,8 @@ class RolloutWorkflow:
     @workflow.update(description='Approve a gated rollout; input {"approver": "...", "comment": "..."}')
     async def approve(self, req: Approval) -> str:
         self._approval = req
-        self._status.approved_by = req.approver
+        self._status.approved_by, self._status.approval_comment = req.approver, req.comment
+        self._status.awaiting_approval = False
         self._touch()
         return f"approved by {req.approver}"
 
@@ -207,7 +208,7 @@ class RolloutWorkflow:
 
     async def _approval_gate(self) -> None:
         self._set(Step.APPROVAL, Phase.AWAITING_APPROVAL, "waiting for approval: rollwright rollout approve")
-        self._awaiting_approval = True
+        self._awaiting_approval = self._status.awaiting_approval = True
         timeout = self._spec.approval.timeout_seconds
         try:
             await workflow.wait_condition(lambda: self._approval is not None or self._abort is not None,
@@ -216,7 +217,7 @@ class RolloutWorkflow:
         except builtins.TimeoutError:
             self._abort = f"approval not given within {timeout}s"
         finally:
-            self._awaiting_approval = False
+            self._awaiting_approval = self._status.awaiting_approval = False
         if self._abort is not None:
             raise _Aborted(self._abort)
         self._set(Step.APPROVAL, Phase.PROGRESSING, f"approved by {self._approval.approver if self._approval else '?'}")
@@ -333,7 +334,8 @@ class RolloutWorkflow:
     def _result(self, outcome: Outcome, cause: str | None) -> RolloutResult:
         s = self._status
         return RolloutResult(app=s.app, environment=s.environment, outcome=outcome, cause=cause, image=s.image,
-                             failed_step=self._failed_step,
+                             failed_step=self._failed_step, approved_by=s.approved_by,
+                             approval_comment=s.approval_comment,
                              revision=s.revision, workloads=s.workloads, health=s.health, started_at=s.started_at,
                              finished_at=workflow.now())
 
