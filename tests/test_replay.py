@@ -1,0 +1,56 @@
+"""Replays recorded histories (a success, a rollback, an abort mid-wait) against today's workflow code.
+
+A workflow change that would break rollouts already in flight fails here: it must go behind
+``workflow.patched(...)``. The histories were exported from real runs with scripts/record-histories.sh.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from orchestrator.models import RolloutResult
+from orchestrator.spec import ReleaseSpec
+from workflows.rollout import RolloutWorkflow
+
+@workflow.defn(name="RolloutWorkflow")
+class ChangedWithoutPatch(RolloutWorkflow):
+    """Today's workflow plus a new first activity, not behind workflow.patched: must not replay."""
+
+    @workflow.run
+    async def run(self, spec: ReleaseSpec) -> RolloutResult:
+        await workflow.execute_activity("preflight", spec, start_to_close_timeout=timedelta(seconds=5))
+        return await super().run(spec)
+
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_histories_are_recorded() -> None:
+    names = {p.stem for p in HISTORIES}
+    assert {"success-v1", "rollback-never-ready-v1"} <= names
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+async def test_recorded_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(workflows=[RolloutWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_replay_detects_an_unpatched_change() -> None:
+    """The test can fail: a workflow that schedules an extra activity first must not replay the success history."""
+    path = next(p for p in HISTORIES if p.stem == "success-v1")
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    result = await Replayer(workflows=[ChangedWithoutPatch], data_converter=pydantic_data_converter).replay_workflow(
+        history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
