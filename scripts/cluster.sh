@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts/stops the local Kubernetes cluster: etcd (Debian) + kube-apiserver/controller-manager/scheduler v1.34
+# Starts/stops the local Kubernetes cluster: etcd v3.6 (built, see tools/etcd) + kube-apiserver/controller-manager/scheduler v1.34
 # (built from the Go module proxy by tools/k8s/build.sh) + kwok, all on 127.0.0.1 via kwokctl's binary runtime,
 # with 3 fake nodes. Writes the kubeconfig to $STATE/kubeconfig.
 #   up      build-or-reuse binaries, create the cluster (or reuse a running one), register nodes
@@ -33,7 +33,7 @@ options:
   kubeControllerManagerBinary: $KOUT/kube-controller-manager
   kubeSchedulerBinary: $KOUT/kube-scheduler
   kwokControllerBinary: $WOUT/kwok
-  etcdBinary: $(command -v etcd)
+  etcdBinary: $CACHE/etcd/v$ETCD_VERSION/etcd
   kubeAuthorization: true
   disableQPSLimits: true
 CFG
@@ -48,7 +48,7 @@ CFG
       -e "s/^    matchExpressions:/    matchExpressions:\n    - {key: '.metadata.labels[\"sim.rollwright.io\/behavior\"]', operator: In, values: ['slow']}/" \
       -e "0,/^spec:/s//spec:\n  weight: 10000\n  delay: {durationMilliseconds: ${ROLLWRIGHT_SLOW_MS:-12000}}/" \
       "$stage/pod/fast/pod-ready.yaml" >> "$cfg"
-  log "cluster: creating $NAME (k8s v$KUBE_VERSION, kwok v$KWOK_VERSION, etcd $(etcd --version | head -1 | awk '{print $3}'))"
+  log "cluster: creating $NAME (k8s v$KUBE_VERSION, kwok v$KWOK_VERSION, etcd v$ETCD_VERSION)"
   "$KWOKCTL" --config "$cfg" --name "$NAME" create cluster --wait 2m >"$STATE/logs/kwokctl.log" 2>&1 || {
     tail -n 40 "$STATE/logs/kwokctl.log" >&2; exit 1; }
   cp "$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml" "$KUBECONFIG_OUT"

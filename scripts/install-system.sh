@@ -2,7 +2,7 @@
 # Installs the Debian packages the local stack needs. Called by .ci/run and scripts/setup.sh.
 # Idempotent: packages already present are skipped without touching apt.
 set -euo pipefail
-PKGS=(docker.io docker-registry etcd-server busybox-static debootstrap chromium chromium-driver
+PKGS=(docker.io docker-registry busybox-static debootstrap chromium chromium-driver
       openssl curl ca-certificates jq psmisc procps)
 missing=()
 for p in "${PKGS[@]}"; do

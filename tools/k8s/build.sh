@@ -38,4 +38,5 @@ if [[ ! -d "$WOUT/stage" ]]; then
   [[ -d $src ]] || go mod download -x "sigs.k8s.io/kwok@v$KWOK_VERSION" >/dev/null 2>&1
   cp -r "$src" "$WOUT/stage"; chmod -R u+w "$WOUT/stage"
 fi
+bash ../etcd/build.sh >/dev/null  # (cwd is tools/k8s)
 echo "$CACHE"

@@ -1,0 +1,209 @@
+"""Benchmarks Rollwright against what users would run instead, on the same local cluster. Not a test.
+
+    .venv/bin/python bench/bench_rollout.py [--deployments 10] [--deadline 60] [--out bench/results/latest.json]
+
+(a) wall time to roll out N Deployments (+ Service + ConfigMap each), image build excluded:
+    Rollwright (one RolloutWorkflow) vs `kubectl apply -f` + `kubectl rollout status` for each Deployment.
+    Measured for the first install and for an update of every ConfigMap and pod template.
+(b) failure detection: from the moment the new pods are failing (CrashLoopBackOff seen in pod status, or pods
+    scheduled but NotReady) to the start of the rollback (Rollwright: rollback_release scheduled) or to the
+    failure report (`kubectl rollout status` exits non-zero) — same manifests, same progressDeadlineSeconds.
+(c) history events per successful rollout of (a).
+
+Needs the stack (scripts/stack.sh up) and a worker polling the task queue given by ROLLWRIGHT_TASK_QUEUE (the
+script starts its own worker process on a private queue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from orchestrator.client import RolloutClient  # noqa: E402
+from orchestrator.loader import load_spec  # noqa: E402
+from tests.helpers import STATE, WorkerProcess, history_events  # noqa: E402
+
+KUBECONFIG = STATE / "kubeconfig"
+IMAGE = "127.0.0.1:5000/rollwright/demo-app:base"
+
+
+def kubectl(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["kubectl", "--kubeconfig", str(KUBECONFIG), *args], capture_output=True, text=True,
+                          check=check, timeout=timeout)
+
+
+def objects(n: int, rev: str, behavior: str | None = None, deadline: int = 600) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        name = f"svc{i:02d}"
+        labels = {"app": name}
+        tpl = dict(labels, **({"sim.rollwright.io/behavior": behavior} if behavior else {}))
+        out += [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-cfg"}, "data": {"REV": rev}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+             "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]}},
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+             "spec": {"replicas": 2, "progressDeadlineSeconds": deadline, "selector": {"matchLabels": labels},
+                      "template": {"metadata": {"labels": tpl, "annotations": {"rev": rev}}, "spec": {"containers": [
+                          {"name": "web", "image": IMAGE, "envFrom": [{"configMapRef": {"name": f"{name}-cfg"}}]}]}}}},
+        ]
+    return out
+
+
+def write(d: Path, ns: str, app: str, objs: list[dict[str, Any]], rev: str, deadline: int = 600) -> Path:
+    (d / f"m-{rev}.yaml").write_text(yaml.safe_dump_all(objs))
+    spec = {"app": app, "environment": "bench", "namespace": ns, "manifests": [f"m-{rev}.yaml"],
+            "health": {"progress_deadline_seconds": deadline}}
+    p = d / f"release-{rev}.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p
+
+
+async def rollwright(rc: RolloutClient, spec: Path) -> tuple[float, Any, str]:
+    s = load_spec(spec)
+    t0 = time.monotonic()
+    h = await rc.start(s)
+    res = await rc.result(h)
+    return time.monotonic() - t0, res, h.result_run_id or ""
+
+
+def kubectl_rollout(manifest: Path, ns: str, n: int, timeout: str = "900s") -> tuple[float, bool]:
+    t0 = time.monotonic()
+    kubectl("apply", "-n", ns, "-f", str(manifest))
+    ok = True
+    for i in range(n):
+        r = kubectl("rollout", "status", "-n", ns, f"deployment/svc{i:02d}", f"--timeout={timeout}", check=False)
+        ok = ok and r.returncode == 0
+    return time.monotonic() - t0, ok
+
+
+def first_failing_pod_time(ns: str, behavior: str, stop: threading.Event, out: dict[str, float]) -> None:
+    """Polls pod status (kubectl) and records when the first new pod is visibly failing."""
+    while not stop.is_set() and "t" not in out:
+        r = kubectl("get", "pods", "-n", ns, "-o", "json", check=False)
+        if r.returncode == 0:
+            for p in json.loads(r.stdout)["items"]:
+                if p["metadata"].get("labels", {}).get("sim.rollwright.io/behavior") != behavior:
+                    continue
+                sts = p.get("status", {}).get("containerStatuses") or []
+                failing = any((c.get("state") or {}).get("waiting", {}).get("reason") == "CrashLoopBackOff"
+                              for c in sts) if behavior == "crashloop" else (p["status"].get("phase") == "Running")
+                if failing:
+                    out["t"] = time.time()
+                    return
+        time.sleep(0.1)
+
+
+def event_time(events: list[dict[str, Any]], activity: str) -> float | None:
+    sched = {e["eventId"]: e for e in events if "activityTaskScheduledEventAttributes" in e}
+    for e in sched.values():
+        if e["activityTaskScheduledEventAttributes"]["activityType"]["name"] == activity:
+            return datetime.fromisoformat(e["eventTime"].replace("Z", "+00:00")).timestamp()
+    return None
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--deployments", type=int, default=10)
+    ap.add_argument("--deadline", type=int, default=60, help="progressDeadlineSeconds for (b)")
+    ap.add_argument("--out", default=str(ROOT / "bench/results/latest.json"))
+    a = ap.parse_args()
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    queue = f"rw-bench-{uuid.uuid4().hex[:6]}"
+    worker = WorkerProcess(queue, KUBECONFIG, name="bench")
+    worker.start()
+    client = await Client.connect(os.environ.get("ROLLWRIGHT_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
+                                  data_converter=pydantic_data_converter)
+    rc = RolloutClient(client, queue)
+    tag = uuid.uuid4().hex[:5]
+    results: dict[str, Any] = {"deployments": a.deployments, "when": datetime.now().isoformat(timespec="seconds")}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            n = a.deployments
+            ns_rw, ns_k = f"bench-rw-{tag}", f"bench-kc-{tag}"
+            for ns in (ns_rw, ns_k):
+                kubectl("create", "namespace", ns)
+            # (a) install, then update
+            for phase in ("install", "update"):
+                objs = objects(n, phase)
+                t_rw, res, run_id = await rollwright(rc, write(d, ns_rw, f"bench{tag}", objs, phase))
+                assert res.outcome.value == "Succeeded", res
+                mf = d / f"kubectl-{phase}.yaml"
+                mf.write_text(yaml.safe_dump_all(objs))
+                t_k, ok = kubectl_rollout(mf, ns_k, n)
+                assert ok
+                evs = history_events(f"rollout-bench{tag}-bench", run_id)
+                results[f"a_{phase}"] = {"rollwright_s": round(t_rw, 2), "kubectl_s": round(t_k, 2),
+                                         "ratio_rollwright_over_kubectl": round(t_rw / t_k, 2),
+                                         "history_events": len(evs)}
+                print(f"(a) {phase}: rollwright {t_rw:.1f}s, kubectl apply+rollout status {t_k:.1f}s, "
+                      f"ratio {t_rw / t_k:.2f}; {len(evs)} history events")
+            # (b) failure detection
+            for behavior in ("crashloop", "not-ready"):
+                objs = objects(1, f"fail-{behavior}", behavior=behavior, deadline=a.deadline)
+                for ns in (ns_rw, ns_k):
+                    kubectl("delete", "deployment,configmap,service", "--all", "-n", ns, check=False)
+                stop, seen = threading.Event(), {}
+                th = threading.Thread(target=first_failing_pod_time, args=(ns_rw, behavior, stop, seen), daemon=True)
+                th.start()
+                app = f"bf{behavior[:3]}{tag}"
+                base = write(d, ns_rw, app, objects(1, "ok"), f"base-{behavior}")
+                await rollwright(rc, base)
+                seen.clear()
+                th = threading.Thread(target=first_failing_pod_time, args=(ns_rw, behavior, stop, seen), daemon=True)
+                th.start()
+                _, res, run_id = await rollwright(rc, write(d, ns_rw, app, objs, f"bad-{behavior}", a.deadline + 60))
+                stop.set()
+                evs = history_events(f"rollout-{app}-bench", run_id)
+                t_rb = event_time(evs, "rollback_release")
+                rw_detect = (t_rb - seen["t"]) if (t_rb and "t" in seen) else None
+                # kubectl: apply the good revision, then the bad one, and time `rollout status` to its failure.
+                mf_ok, mf_bad = d / f"k-ok-{behavior}.yaml", d / f"k-bad-{behavior}.yaml"
+                mf_ok.write_text(yaml.safe_dump_all(objects(1, "ok")))
+                mf_bad.write_text(yaml.safe_dump_all(objs))
+                kubectl_rollout(mf_ok, ns_k, 1)
+                kstop, kseen = threading.Event(), {}
+                kth = threading.Thread(target=first_failing_pod_time, args=(ns_k, behavior, kstop, kseen), daemon=True)
+                kubectl("apply", "-n", ns_k, "-f", str(mf_bad))
+                kth.start()
+                r = kubectl("rollout", "status", "-n", ns_k, "deployment/svc00", "--timeout=900s", check=False)
+                t_kfail = time.time()
+                kstop.set()
+                k_detect = (t_kfail - kseen["t"]) if "t" in kseen else None
+                results[f"b_{behavior}"] = {
+                    "rollwright_outcome": res.outcome.value, "rollwright_cause": res.cause,
+                    "rollwright_detect_s": round(rw_detect, 2) if rw_detect is not None else None,
+                    "kubectl_rc": r.returncode, "kubectl_detect_s": round(k_detect, 2) if k_detect else None,
+                    "progress_deadline_s": a.deadline}
+                print(f"(b) {behavior}: rollwright failing→rollback {rw_detect}s ({res.outcome.value}: {res.cause}); "
+                      f"kubectl rollout status failing→exit {k_detect}s (rc {r.returncode})")
+            for ns in (ns_rw, ns_k):
+                kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    finally:
+        worker.stop()
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
