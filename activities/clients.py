@@ -65,7 +65,7 @@ class Clients:
         if last and (last[1] == body or time.monotonic() - last[0] < min_interval):
             return
         self._last_report[key] = (time.monotonic(), body)
-        handle = self.temporal.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+        handle = self.temporal.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
         fut = asyncio.run_coroutine_threadsafe(handle.signal("report_progress", report), self.loop)
         try:
             fut.result(timeout=5)

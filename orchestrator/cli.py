@@ -13,7 +13,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
@@ -52,7 +52,7 @@ def _fail(msg: str, hint: str | None, code: int) -> None:
     _exit(code)
 
 
-def run(ctx: click.Context, fn: Callable[[], Awaitable[T]]) -> T:
+def run(ctx: click.Context, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Runs a coroutine, turning known errors into one line + hint + exit code."""
     from orchestrator.client import RolloutAlreadyRunning, RolloutNotFound
 

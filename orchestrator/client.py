@@ -164,7 +164,7 @@ class RolloutClient:
 
     async def approve(self, app: str, environment: str, approver: str, comment: str | None = None) -> str:
         h = await self._running_handle(app, environment)
-        return await h.execute_update(RolloutWorkflow.approve, Approval(approver=approver, comment=comment))
+        return str(await h.execute_update("approve", Approval(approver=approver, comment=comment), result_type=str))
 
     async def list(self, *, app: str | None = None, environment: str | None = None, outcome: str | None = None,
                    limit: int = 50) -> list[RolloutSummary]:
@@ -174,8 +174,8 @@ class RolloutClient:
                 clauses.append(f"{key} = '{_q(val)}'")
         out = []
         async for w in self.client.list_workflows(" AND ".join(clauses), limit=limit):
-            sa = w.typed_search_attributes
-            get = lambda name: next((p.value for p in sa if p.key.name == name), None)  # noqa: E731
+            sa = {p.key.name: p.value for p in w.typed_search_attributes}
+            get = sa.get
             out.append(RolloutSummary(
                 workflow_id=w.id, run_id=w.run_id, status=w.status.name if w.status else "UNKNOWN",
                 app=get("RolloutApp"), environment=get("RolloutEnvironment"), phase=get("RolloutPhase"),

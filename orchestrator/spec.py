@@ -97,9 +97,9 @@ class ReleaseSpec(_Model):
     kube_context: str | None = Field(None, description="kubeconfig context; the worker's default when unset")
     image: ImageSpec | None = Field(None, description="omit to deploy manifests as they are")
     manifests: list[str] = Field(default_factory=list, description="files or directories of YAML, relative to base_dir")
-    health: HealthSpec = Field(default_factory=HealthSpec)
-    rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
-    approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
+    health: HealthSpec = Field(default_factory=lambda: HealthSpec())
+    rollback: RollbackPolicy = Field(default_factory=lambda: RollbackPolicy())
+    approval: ApprovalSpec = Field(default_factory=lambda: ApprovalSpec())
     base_dir: str = Field(".", description="directory relative paths resolve against (set by the loader)")
     # Set by `rollwright rollback`: redeploy a recorded revision instead of building from source.
     from_revision: int | None = Field(None, ge=1)

@@ -12,8 +12,10 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 import pydantic
 from temporalio.client import Client
@@ -35,7 +37,7 @@ from workflows.rollout import RolloutWorkflow
 log = logging.getLogger(__name__)
 
 
-def activities_for(clients: Clients) -> list[object]:
+def activities_for(clients: Clients) -> list[Callable[..., Any]]:
     b, p, r, w, h = (BuildActivities(clients), PrepareActivities(clients), ReleaseActivities(clients),
                      ReadinessActivities(clients), HealthActivities(clients))
     return [p.prepare_release, b.build_image, b.push_image, r.snapshot_release, r.apply_release,

@@ -19,6 +19,7 @@ from orchestrator.models import RolloutResult
 from orchestrator.spec import ReleaseSpec
 from workflows.rollout import RolloutWorkflow
 
+
 @workflow.defn(name="RolloutWorkflow")
 class ChangedWithoutPatch(RolloutWorkflow):
     """Today's workflow plus a new first activity, not behind workflow.patched: must not replay."""

@@ -317,7 +317,7 @@ class RolloutWorkflow:
     def _upsert(self, *, phase: Phase | None = None, app: bool = False, image: str | None = None,
                 revision: int | None = None, outcome: Outcome | None = None) -> None:
         # One upsert per phase change, not per progress tick: each upsert is a history event.
-        updates = []
+        updates: list[Any] = []
         if app:
             updates += [SA_APP.value_set(self._spec.app), SA_ENV.value_set(self._spec.environment)]
         if phase is not None:
