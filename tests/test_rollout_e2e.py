@@ -308,3 +308,33 @@ async def _at_step(rc: RolloutClient, app: str, step: str) -> None:
         return (await rc.status(app, "test")).step.value == step
 
     await eventually(check, 120, f"{app} at step {step}")
+
+
+async def test_secrets_are_rolled_back_and_never_in_history_or_logs(worker: WorkerProcess, temporal: Client,
+                                                                    task_queue: str, namespace: str, tmp_path: Path,
+                                                                    core: k8s.CoreV1Api, registry: str,
+                                                                    cli_env: dict[str, str]) -> None:
+    import base64
+
+    rc = _client(temporal, task_queue)
+    secret_v1, secret_v2 = "s3cr3t-v1-Zq8w", "s3cr3t-v2-Kp4x"
+
+    def sec(value: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "stringData": {"password": value}}
+
+    v1 = write_release(tmp_path, app="sec", namespace=namespace, registry=registry, version="v1",
+                       objects=[sec(secret_v1), deployment("sec")])
+    h1 = await rc.start(load_spec(v1))
+    assert (await rc.result(h1)).outcome == Outcome.SUCCEEDED
+    v2 = write_release(tmp_path, app="sec", namespace=namespace, registry=registry, version="v2",
+                       objects=[sec(secret_v2), deployment("sec", behavior="crashloop")])
+    h2 = await rc.start(load_spec(v2))
+    assert (await rc.result(h2)).outcome == Outcome.ROLLED_BACK
+    live = base64.b64decode(core.read_namespaced_secret("db", namespace).data["password"]).decode()
+    assert live == secret_v1  # the Secret went back with the workload
+    needles = [s for v in (secret_v1, secret_v2) for s in (v, base64.b64encode(v.encode()).decode())]
+    for h in (h1, h2):
+        raw = json.dumps(history_events(h.id, h.result_run_id, env=cli_env))
+        assert not [n for n in needles if n in raw], "a Secret value is in the workflow history"
+    log = worker.log.read_text()
+    assert "sec" in log and not [n for n in needles if n in log], "a Secret value is in the worker log"
