@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
+import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -71,12 +73,18 @@ def run(ctx: click.Context, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         _fail(str(e), "list rollouts with `rollwright rollout list`", EXIT_NOT_FOUND)
     except Exception as e:
         if c.debug:
-            raise
+            traceback.print_exc()
         msg = str(e) or type(e).__name__
+        address = c.overrides.get("temporal_address") or os.environ.get("ROLLWRIGHT_TEMPORAL_ADDRESS", "127.0.0.1:7233")
+        if msg.startswith("Failed client connect"):  # the SDK's message carries a Rust error chain: keep its reason
+            reason = re.search(r'message: "([^"]+)"', msg)
+            _fail(f"cannot connect to Temporal at {address}: {reason.group(1) if reason else msg}",
+                  "is the server running? set --address or ROLLWRIGHT_TEMPORAL_ADDRESS", EXIT_ERROR)
         hint = None
         if "connect" in msg.lower() or "transport" in msg.lower():
-            hint = f"is Temporal reachable at {c.overrides.get('temporal_address') or os.environ.get('ROLLWRIGHT_TEMPORAL_ADDRESS', '127.0.0.1:7233')}?"
-        _fail(f"{type(e).__name__}: {msg}", hint or "run again with --debug for details", EXIT_ERROR)
+            hint = f"is Temporal reachable at {address}?"
+        _fail(f"{type(e).__name__}: {msg}", hint or (None if c.debug else "run again with --debug for details"),
+              EXIT_ERROR)
     raise AssertionError("unreachable")
 
 

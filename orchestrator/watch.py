@@ -127,6 +127,13 @@ class _TtyView:
         click.echo(text)
         self.drawn = len(lines)
 
+    def finish(self, lines: list[str]) -> None:
+        """Replaces the live block with the final lines, uncut: they stay in the scrollback."""
+        if self.drawn:
+            click.echo(f"\x1b[{self.drawn}F\x1b[J", nl=False)
+        click.echo("\n".join(lines))
+        self.drawn = 0
+
 
 async def _query_status(handle: WorkflowHandle[Any, Any]) -> RolloutStatus | None:
     try:
@@ -163,7 +170,7 @@ async def follow(rc: RolloutClient, app: str, environment: str, *, output: str =
     if output == "json":
         click.echo(json.dumps(res.model_dump(mode="json"), indent=2))
     elif view is not None:
-        view.draw(_final(res))
+        view.finish(_final(res))
     else:
         for line in _final(res):
             click.echo(line)
