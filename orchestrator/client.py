@@ -52,9 +52,9 @@ class RolloutAlreadyRunning(OrchestratorError):
 
 
 class RolloutNotFound(OrchestratorError):
-    def __init__(self, workflow_id: str) -> None:
+    def __init__(self, workflow_id: str, *, detail: str | None = None) -> None:
         self.workflow_id = workflow_id
-        super().__init__(f"no rollout {workflow_id} found")
+        super().__init__(detail or f"no rollout {workflow_id} found")
 
 
 @dataclass
@@ -150,7 +150,8 @@ class RolloutClient:
 
     async def _running_handle(self, app: str, environment: str) -> WorkflowHandle[Any, Any]:
         if not await self.is_running(app, environment):
-            raise RolloutNotFound(workflow_id(app, environment) + " (not running)")
+            wid = workflow_id(app, environment)
+            raise RolloutNotFound(wid, detail=f"rollout {wid} is not running")
         return self.handle(app, environment)
 
     async def pause(self, app: str, environment: str) -> None:

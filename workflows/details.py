@@ -18,13 +18,16 @@ def render_details(spec: ReleaseSpec, s: RolloutStatus) -> str:
         lines += ["", f"image: `{s.image}`"]
     if s.revision:
         lines += [f"revision: {s.revision}"]
+    # Lists, not tables: the Web UI renders markdown tables without cell padding.
     if s.workloads:
-        lines += ["", "| workload | desired | updated | ready | available |", "|---|---|---|---|---|"]
-        lines += [f"| {w.kind}/{w.name} | {w.desired} | {w.updated} | {w.ready} | {w.available} |" for w in s.workloads]
+        lines += ["", "**workloads** (updated / ready / available of desired)"]
+        lines += [f"- `{w.kind}/{w.name}`: {w.updated} / {w.ready} / {w.available} of {w.desired}"
+                  + (" ✅" if w.ready_now else f" — {w.message}") for w in s.workloads]
     if s.health:
-        lines += ["", "| health check | result | ok/fail | last |", "|---|---|---|---|"]
-        lines += [f"| {h.name} | {'✅' if h.ok else '❌'} | {h.successes}/{h.failures} | "
-                  f"{h.last_status or h.last_error or ''} |" for h in s.health]
+        lines += ["", "**health checks**"]
+        lines += [f"- {'✅' if h.ok else '❌'} `{h.name}`: {h.successes} ok, {h.failures} failed"
+                  + (f", last {h.last_status or h.last_error}" if (h.last_status or h.last_error) else "")
+                  for h in s.health]
     if s.outcome:
         lines += ["", f"outcome: **{s.outcome.value}**" + (f": {s.cause}" if s.cause else "")]
     return "\n".join(lines)

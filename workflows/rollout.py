@@ -66,9 +66,9 @@ WAIT_HEARTBEAT = timedelta(seconds=10)
 
 
 class _Aborted(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, by_operator: bool = True) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.by_operator = reason, by_operator
 
 
 class _StepFailed(Exception):
@@ -175,7 +175,7 @@ class RolloutWorkflow:
                              abortable=False)
             return self._finish(Outcome.SUCCEEDED, None, Phase.HEALTHY)
         except _Aborted as e:
-            cause = f"aborted by operator: {e.reason}"
+            cause = f"aborted by operator: {e.reason}" if e.by_operator else f"aborted: {e.reason}"
             if changed_cluster and revision is not None:
                 await self._rollback(spec, revision, cause)
             self._fail(Outcome.ABORTED, cause, Phase.ABORTED)
@@ -215,7 +215,7 @@ class RolloutWorkflow:
                                           timeout=timedelta(seconds=timeout) if timeout else None,
                                           timeout_summary="approval timeout")
         except builtins.TimeoutError:
-            self._abort = f"approval not given within {timeout}s"
+            raise _Aborted(f"approval not given within {timeout}s", by_operator=False) from None
         finally:
             self._awaiting_approval = self._status.awaiting_approval = False
         if self._abort is not None:
