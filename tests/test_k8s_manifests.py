@@ -1,0 +1,234 @@
+"""The worker's Kubernetes packaging (k8s/base + overlays via kustomize, and the Helm chart) against the real local
+API server: every rendered object passes a server-side dry run, the RBAC grants exactly what the worker needs
+(checked with SubjectAccessReviews after applying the RBAC objects for real), and values.schema.json rejects bad
+values. Run by the test suite; helm comes from tools/helm/build.sh, kubectl (kustomize) from /usr/bin.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from activities.kube import Kube, ref_of
+from orchestrator.kinds import KINDS
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "k8s/helm/rollwright"
+KUBE_VERSION = "1.34.4"  # the local cluster's; helm otherwise assumes the version it was built against
+MANAGER = "rollwright-test"
+
+
+@functools.cache
+def helm_bin() -> str:
+    r = subprocess.run(["bash", str(ROOT / "tools/helm/build.sh")], capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout.strip().splitlines()[-1]
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm_bin(), *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def _docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+@functools.cache
+def render(source: str, release: str = "rollwright", namespace: str = "rollwright",
+           managed: str = "apps") -> tuple[dict[str, Any], ...]:
+    """Objects of one way of deploying the worker, as `kubectl apply` / `helm install` would send them. Release
+    name and namespaces are install-time choices with Helm only; kustomize output names `rollwright` and `apps`."""
+    if source.startswith("kustomize-"):
+        r = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s/overlays" / source.removeprefix("kustomize-"))],
+                           capture_output=True, text=True, timeout=120)
+    else:
+        values = ["-f", str(CHART / "values-prod.yaml")] if source == "helm-prod" else []
+        r = helm("template", release, str(CHART), "-n", namespace, "--set", f"managedNamespaces={{{managed}}}",
+                 "--kube-version", KUBE_VERSION, *values)
+    assert r.returncode == 0, r.stderr
+    objs = _docs(r.stdout)
+    assert objs, f"{source} rendered nothing"
+    return tuple(objs)
+
+
+SOURCES = ["kustomize-dev", "kustomize-prod", "helm-default", "helm-prod"]
+
+
+@pytest.fixture(scope="module")
+def helm_target(core: k8s.CoreV1Api) -> Iterator[tuple[str, str, str]]:
+    """(release, namespace, managed namespace) of a Helm install of our own: the kustomize objects of the same names
+    may be live (tests/test_self_deploy.py deploys them), and a Deployment's selector is immutable, so the chart's
+    (which adds app.kubernetes.io/instance) cannot dry-run over them."""
+    tag = uuid.uuid4().hex[:5]
+    target = (f"dry-{tag}", f"dry-{tag}", f"dry-{tag}-apps")
+    for name in target[1:]:
+        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    yield target
+    for name in target[1:]:
+        core.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def kustomize_target(core: k8s.CoreV1Api) -> None:
+    """The namespaces the kustomize output names: `rollwright` (the worker's) and `apps` (the managed one). Created,
+    never deleted: they are what a cluster running the worker has, and tests/test_self_deploy.py deploys there."""
+    for name in ("rollwright", "apps"):
+        try:
+            core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+
+# ---------------------------------------------------------------------------------------------- dry run
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_object_passes_server_side_dry_run(source: str, kube: Kube, kustomize_target: None,
+                                                 helm_target: tuple[str, str, str]) -> None:
+    objs = render(source) if source.startswith("kustomize-") else render(source, *helm_target)
+    if source.startswith("helm-"):
+        assert {o["metadata"].get("namespace") for o in objs} == {None, *helm_target[1:]}
+    unknown = {o["kind"] for o in objs} - KINDS.keys()
+    assert not unknown, f"kinds Rollwright cannot apply (so the worker could not deploy itself): {unknown}"
+    rejected = []
+    for o in objs:
+        try:
+            out = kube.apply(o, dry_run=True, manager=MANAGER)
+            # Defaulting ran server-side: the answer is the object as it would be stored.
+            assert out["metadata"]["name"] == o["metadata"]["name"] and "uid" in out["metadata"]
+        except ApiException as e:
+            rejected.append(f"{ref_of(o)}: {e.status} {e.body[:300]}")
+    assert not rejected, "\n".join(rejected)
+
+
+def test_kustomize_and_helm_deploy_the_same_objects() -> None:
+    def kinds(source: str) -> list[str]:
+        return sorted(o["kind"] for o in render(source) if o["kind"] != "Namespace")  # helm: --create-namespace
+
+    assert kinds("kustomize-dev") == kinds("helm-default") == kinds("helm-prod") == kinds("kustomize-prod")
+    for source, replicas in (("kustomize-prod", 3), ("helm-prod", 3), ("kustomize-dev", 2), ("helm-default", 2)):
+        dep = next(o for o in render(source) if o["kind"] == "Deployment")
+        hpa = next(o for o in render(source) if o["kind"] == "HorizontalPodAutoscaler")
+        assert dep["spec"]["replicas"] == replicas == hpa["spec"]["minReplicas"], source
+
+
+# ---------------------------------------------------------------------------------------------------- RBAC
+
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+def _isolate(objs: tuple[dict[str, Any], ...], worker_ns: str, managed_ns: str, suffix: str) -> list[dict[str, Any]]:
+    """The source's RBAC objects moved into test namespaces, cluster-scoped names suffixed, so applying them for
+    real touches nothing a real install (or another test run) owns."""
+    out = []
+    for o in objs:
+        if o["kind"] not in RBAC_KINDS:
+            continue
+        o = yaml.safe_load(yaml.safe_dump(o))  # deep copy: render() is cached
+        md = o["metadata"]
+        if KINDS[o["kind"]].namespaced:
+            md["namespace"] = worker_ns if md["namespace"] == "rollwright" else managed_ns
+        else:
+            md["name"] += f"-{suffix}"
+        if o["kind"].endswith("Binding"):
+            if o["roleRef"]["kind"] == "ClusterRole":
+                o["roleRef"]["name"] += f"-{suffix}"
+            for s in o["subjects"]:
+                s["namespace"] = worker_ns
+        out.append(o)
+    return out
+
+
+@pytest.fixture
+def rbac_namespaces(core: k8s.CoreV1Api) -> Iterator[tuple[str, str, str]]:
+    """(worker namespace, managed namespace, an unmanaged namespace), fresh for the test."""
+    tag = uuid.uuid4().hex[:5]
+    names = (f"rbac-worker-{tag}", f"rbac-managed-{tag}", f"rbac-other-{tag}")
+    for n in names:
+        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=n)))
+    yield names
+    for n in names:
+        core.delete_namespace(n)
+
+
+def _allowed(authz: k8s.AuthorizationV1Api, sa: str, ns: str | None, verb: str, resource: str,
+             group: str = "") -> bool:
+    sa_ns, sa_name = sa.split("/")
+    review = k8s.V1SubjectAccessReview(spec=k8s.V1SubjectAccessReviewSpec(
+        user=f"system:serviceaccount:{sa_ns}:{sa_name}",
+        groups=["system:serviceaccounts", f"system:serviceaccounts:{sa_ns}", "system:authenticated"],
+        resource_attributes=k8s.V1ResourceAttributes(namespace=ns, verb=verb, group=group, resource=resource)))
+    return bool(authz.create_subject_access_review(review).status.allowed)
+
+
+@pytest.mark.parametrize("source", ["kustomize-dev", "helm-default"])
+def test_worker_service_account_can_do_its_job_and_nothing_more(source: str, kube: Kube, k8s_api: k8s.ApiClient,
+                                                                rbac_namespaces: tuple[str, str, str]) -> None:
+    worker_ns, managed, other = rbac_namespaces
+    suffix = worker_ns.rsplit("-", 1)[1]
+    objs = _isolate(render(source), worker_ns, managed, suffix)
+    assert {o["kind"] for o in objs} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "RoleBinding"}
+    sas = [o for o in objs if o["kind"] == "ServiceAccount"]
+    assert len(sas) == 1
+    sa = f"{worker_ns}/{sas[0]['metadata']['name']}"
+    cluster_scoped = [o for o in objs if not KINDS[o["kind"]].namespaced]
+    try:
+        for o in sorted(objs, key=lambda o: KINDS[o["kind"]].order):
+            kube.apply(o, manager=MANAGER)
+        authz = k8s.AuthorizationV1Api(k8s_api)
+        can = functools.partial(_allowed, authz, sa)
+        # What a rollout does in a managed namespace (apply, watch readiness, record revisions).
+        must = [(managed, "patch", "deployments", "apps"), (managed, "create", "deployments", "apps"),
+                (managed, "watch", "deployments", "apps"), (managed, "watch", "replicasets", "apps"),
+                (managed, "watch", "pods", ""), (managed, "list", "pods", ""), (managed, "create", "secrets", ""),
+                (managed, "get", "secrets", ""), (managed, "delete", "configmaps", ""),
+                (managed, "patch", "services", ""), (None, "get", "namespaces", "")]
+        missing = [m for m in must if not can(m[0], m[1], m[2], m[3])]
+        assert not missing, f"{source}: the worker cannot {missing}"
+        # Least privilege: no reach outside the managed namespaces, nothing cluster-wide, no self-escalation.
+        must_not = [(other, "get", "secrets", ""), (other, "list", "secrets", ""), (other, "patch", "deployments", "apps"),
+                    (worker_ns, "get", "secrets", ""), (None, "list", "secrets", ""), (None, "delete", "nodes", ""),
+                    (None, "create", "namespaces", ""), (None, "delete", "namespaces", ""),
+                    (managed, "update", "pods", ""), (managed, "delete", "pods", ""),
+                    (managed, "patch", "replicasets", "apps"), (managed, "create", "rolebindings", "rbac.authorization.k8s.io"),
+                    (None, "create", "clusterrolebindings", "rbac.authorization.k8s.io"),
+                    (managed, "create", "pods/exec", "")]
+        excess = [m for m in must_not if can(m[0], m[1], m[2], m[3])]
+        assert not excess, f"{source}: the worker may {excess}"
+    finally:
+        for o in cluster_scoped:
+            kube.delete(ref_of(o))
+
+
+# ----------------------------------------------------------------------------------------------- values
+
+def test_chart_lints_with_default_and_prod_values() -> None:
+    for extra in ([], ["-f", str(CHART / "values-prod.yaml")]):
+        r = helm("lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION, *extra)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(("flag", "where"), [
+    ("replicaCount=0", "/replicaCount"),
+    ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+    ("temporal.address=no-port", "/temporal/address"),
+    ("managedNamespaces[0]=Not_A_Namespace", "/managedNamespaces/0"),
+    ("resources.requests.cpu=lots", "/resources/requests/cpu"),
+    ("unknownKey=1", "unknownKey"),
+])
+def test_values_schema_rejects_bad_values(flag: str, where: str) -> None:
+    r = helm("template", "rollwright", str(CHART), "-n", "rollwright", "--kube-version", KUBE_VERSION, "--set", flag)
+    assert r.returncode != 0 and r.stdout == "", r.stdout
+    assert "values don't meet the specifications of the schema" in r.stderr, r.stderr
+    assert where in r.stderr, r.stderr
