@@ -1,7 +1,8 @@
 """Derives an image tag from the build's source, so rebuilding unchanged source is a cache hit.
 
 Called by ``activities.prepare`` (which fixes the tag before anything is built) and ``activities.build``.
-The tag is ``src-`` + 12 hex of a SHA-256 over every file of the context (path, mode, content), the Dockerfile
+The tag is ``src-`` + 12 hex of a SHA-256 over every file docker would receive (path, mode, content; what
+.dockerignore excludes does not count, so a log written under the context cannot change the tag), the Dockerfile
 path, the build args and the target: the same inputs always give the same tag, on any machine.
 """
 
@@ -11,10 +12,10 @@ import hashlib
 import os
 from pathlib import Path
 
+from docker.utils.build import exclude_paths
+
 from orchestrator.loader import ReleaseError
 from orchestrator.spec import ImageSpec, ReleaseSpec
-
-_SKIP_DIRS = {".git", "__pycache__", ".venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 
 
 def context_dir(spec: ReleaseSpec) -> Path:
@@ -33,18 +34,29 @@ def check_context(spec: ReleaseSpec) -> Path:
     return ctx
 
 
+def build_files(ctx: Path, dockerfile: str) -> list[str]:
+    """Exactly the files ``docker build`` would receive: the context minus what .dockerignore excludes."""
+    ignore = ctx / ".dockerignore"
+    patterns = [ln.strip() for ln in ignore.read_text().splitlines() if ln.strip() and not ln.startswith("#")] \
+        if ignore.is_file() else []
+    patterns.append(".git")  # never part of the image, whatever .dockerignore says
+    files = exclude_paths(str(ctx), patterns, dockerfile=dockerfile)
+    return sorted(f for f in files if (ctx / f).is_file() or (ctx / f).is_symlink())
+
+
 def source_tag(spec: ReleaseSpec) -> str:
     img: ImageSpec = spec.image  # type: ignore[assignment]
     if img.tag:
         return img.tag
     ctx = check_context(spec)
     h = hashlib.sha256()
-    for root, dirs, files in os.walk(ctx):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
-        for f in sorted(files):
-            p = Path(root) / f
-            rel = p.relative_to(ctx).as_posix()
-            h.update(rel.encode() + b"\0" + oct(p.stat().st_mode & 0o777).encode() + b"\0")
-            h.update(p.read_bytes() if not p.is_symlink() else os.readlink(p).encode())
+    for rel in build_files(ctx, img.dockerfile):
+        p = ctx / rel
+        try:
+            mode = p.lstat().st_mode
+            data = os.readlink(p).encode() if p.is_symlink() else p.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            continue  # vanished during the walk (a journal file, say): not part of any build either
+        h.update(rel.encode() + b"\0" + oct(mode & 0o777).encode() + b"\0" + data)
     h.update(f"{img.dockerfile}|{sorted(img.build_args.items())}|{img.target}".encode())
     return "src-" + h.hexdigest()[:12]

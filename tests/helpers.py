@@ -64,8 +64,8 @@ class WorkerProcess:
         self.port = free_port()
         env = dict(os.environ, ROLLWRIGHT_TEMPORAL_ADDRESS=TEMPORAL_ADDRESS, ROLLWRIGHT_TASK_QUEUE=self.task_queue,
                    ROLLWRIGHT_KUBECONFIG=str(self.kubeconfig), ROLLWRIGHT_HTTP_PORT=str(self.port),
-                   ROLLWRIGHT_HTTP_HOST="127.0.0.1", ROLLWRIGHT_LOG_FORMAT="json", PYTHONPATH=str(ROOT),
-                   **self.extra_env)
+                   ROLLWRIGHT_HTTP_HOST="127.0.0.1", ROLLWRIGHT_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
+        env.update(self.extra_env)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.log, "ab")  # noqa: SIM115 - the child owns it for its lifetime
         self.proc = subprocess.Popen([str(BIN / "rollwright"), "worker"], env=env, stdout=fh, stderr=fh,

@@ -60,8 +60,6 @@ def test_rendered_manifests_match_the_overlay(tmp_path: Path) -> None:
     assert out.read_text() == RENDERED.read_text(), "k8s/rendered/dev.yaml is stale: run scripts/render-k8s.sh"
 
 
-@pytest.mark.xfail(strict=True, reason="activities/source.py hashes every file of the context, even those "
-                   ".dockerignore keeps out of the build (.stack, test-artifacts); it should skip them")
 def test_self_build_tag_ignores_files_the_build_never_sees() -> None:
     """Rebuilding unchanged source must be a cache hit (activities/source.py), so the tag may only depend on what
     docker actually receives; a worker log or the Temporal DB changing under the repo must not change it."""
