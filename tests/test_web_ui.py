@@ -232,7 +232,7 @@ async def test_ui_shows_a_succeeded_rollout(browser: Chromium, worker: WorkerPro
         summary=f"{app} → test: {registry}/rollwright-test/{app}",
         details=[f"namespace: {namespace}", f"Deployment/{app}", "manifests-v1.yaml"],
         current=[f"{app} → test (namespace {namespace})", "phase: Healthy · step: Done", f"image: {res.image}",
-                 "revision: 1", f"Deployment/{app}", "healthz", "✅", "outcome: Succeeded"],
+                 "revision: 1", f"Deployment/{app}", "ready", "passing healthz", "outcome: Succeeded"],
         attrs={"RolloutApp": app, "RolloutEnvironment": "test", "RolloutOutcome": "Succeeded",
                "RolloutPhase": "Healthy", "RolloutImage": res.image or "", "RolloutRevision": 1})
 

@@ -12,7 +12,7 @@ from orchestrator.spec import ReleaseSpec
 
 def render_details(spec: ReleaseSpec, s: RolloutStatus) -> str:
     lines = [f"**{spec.app}** → `{spec.environment}` (namespace `{spec.namespace}`)", "",
-             f"phase: **{s.phase.value}** · step: **{s.step.value}**" + (" · ⏸ paused" if s.paused else ""),
+             f"phase: **{s.phase.value}** · step: **{s.step.value}**" + (" · paused" if s.paused else ""),
              "", f"{s.message}"]
     if s.image:
         lines += ["", f"image: `{s.image}`"]
@@ -22,10 +22,11 @@ def render_details(spec: ReleaseSpec, s: RolloutStatus) -> str:
     if s.workloads:
         lines += ["", "**workloads** (updated / ready / available of desired)"]
         lines += [f"- `{w.kind}/{w.name}`: {w.updated} / {w.ready} / {w.available} of {w.desired}"
-                  + (" ✅" if w.ready_now else f" — {w.message}") for w in s.workloads]
+                  + (" — ready" if w.ready_now else f" — {w.message}") for w in s.workloads]
     if s.health:
         lines += ["", "**health checks**"]
-        lines += [f"- {'✅' if h.ok else '❌'} `{h.name}`: {h.successes} ok, {h.failures} failed"
+        # Words, not emoji: browsers without an emoji font (headless Chromium here) show empty boxes.
+        lines += [f"- {'passing' if h.ok else 'FAILING'} `{h.name}`: {h.successes} ok, {h.failures} failed"
                   + (f", last {h.last_status or h.last_error}" if (h.last_status or h.last_error) else "")
                   for h in s.health]
     if s.outcome:
