@@ -19,7 +19,14 @@ from typing import Any
 
 import pydantic
 from temporalio.client import Client
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.worker import Worker
 
 from activities.build import BuildActivities
@@ -62,8 +69,13 @@ def _free_port() -> int:
 
 async def run(settings: Settings) -> None:
     metrics_port = _free_port()
+    # The SDK's Rust core logs to stderr in its own format unless forwarded: forward it into Python logging so
+    # every line of the worker's output stays one JSON object.
+    core_logs = LoggingConfig(filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                              forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")))
     runtime = Runtime(telemetry=TelemetryConfig(
-        metrics=PrometheusConfig(bind_address=f"127.0.0.1:{metrics_port}"), global_tags={"service": "rollwright"}))
+        metrics=PrometheusConfig(bind_address=f"127.0.0.1:{metrics_port}"), global_tags={"service": "rollwright"},
+        logging=core_logs))
     state = {"connected": False, "checked": 0.0, "running": False, "why": "starting"}
 
     def ready() -> tuple[bool, str]:
