@@ -19,7 +19,7 @@ from activities.kube import ref_of
 from activities.objects import release_objects
 from activities.source import source_tag
 from orchestrator.kinds import WORKLOAD_KINDS
-from orchestrator.loader import ReleaseError, count_pinnable, load_manifests
+from orchestrator.loader import ReleaseError, count_pinned
 from orchestrator.models import PrepareInput, ReleasePlan
 
 
@@ -31,12 +31,18 @@ class PrepareActivities:
     def prepare_release(self, inp: PrepareInput) -> ReleasePlan:
         spec = inp.spec
         kube = self.c.kube(spec.kube_context)
-        tag = None
+        building = spec.image is not None and spec.from_revision is None
+        tag = image = None
         pinned = 0
         try:
-            if spec.image is not None and spec.from_revision is None:
+            if building:
+                assert spec.image is not None
                 tag = source_tag(spec)
-                pinned = count_pinnable(load_manifests(spec), spec.image.repository)
+                image = f"{spec.image.repository}:{tag}"
+            objects, digest = release_objects(spec, kube, image)
+            if building:
+                assert spec.image is not None and image is not None
+                pinned = count_pinned(objects, image)
                 if pinned == 0:
                     raise ReleaseError(", ".join(spec.manifests), f"no container uses image repository "
                                        f"{spec.image.repository}; nothing would run the built image",
@@ -44,16 +50,18 @@ class PrepareActivities:
                 self._check_registry(spec.image.registry)
         except ReleaseError as e:
             raise invalid_release(e) from None
-        image = f"{spec.image.repository}:{tag}" if spec.image and tag else None
-        objects, digest = release_objects(spec, kube, image)
+        # One lookup per namespace, not per object.
         new_namespaces = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
+        used = {o["metadata"]["namespace"] for o in objects if o["metadata"].get("namespace")}
+        exists = {ns: kube.namespace_exists(ns) for ns in used | new_namespaces}
         for o in objects:
             ns = o["metadata"].get("namespace")
-            if ns and ns not in new_namespaces and not kube.namespace_exists(ns):
+            if ns and not exists[ns] and ns not in new_namespaces:
                 raise ApplicationError(f"{ref_of(o)}: namespace {ns!r} does not exist and the release does not "
                                        f"create it", type="InvalidRelease", non_retryable=True)
         for o in objects:
-            if o["metadata"].get("namespace") in new_namespaces - {n for n in new_namespaces if kube.namespace_exists(n)}:
+            ns = o["metadata"].get("namespace")
+            if ns and not exists[ns]:
                 continue  # its namespace is created by this release: the server cannot dry-run it yet
             activity.heartbeat(str(ref_of(o)))
             try:

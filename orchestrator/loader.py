@@ -234,12 +234,13 @@ def _pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-def count_pinnable(ms: Iterable[Manifest], repository: str) -> int:
+def count_pinned(objects: Iterable[dict[str, Any]], image: str) -> int:
+    """How many containers of rendered objects run ``image`` (i.e. were pinned to it by ``render``)."""
     n = 0
-    for m in ms:
-        for pod in _pod_specs(m.obj):
+    for o in objects:
+        for pod in _pod_specs(o):
             for c in (pod.get("containers") or []) + (pod.get("initContainers") or []):
-                n += image_repository(c.get("image", "")) == repository
+                n += c.get("image") == image
     return n
 
 
