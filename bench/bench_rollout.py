@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator.client import RolloutClient  # noqa: E402
 from orchestrator.loader import load_spec  # noqa: E402
-from tests.helpers import STATE, WorkerProcess, history_events  # noqa: E402
+from tests.helpers import STATE, WorkerProcess, history_events, simulated  # noqa: E402
 
 KUBECONFIG = STATE / "kubeconfig"
 IMAGE = "127.0.0.1:5000/rollwright/demo-app:base"
@@ -48,7 +48,9 @@ def kubectl(*args: str, check: bool = True, timeout: float = 900) -> subprocess.
                           check=check, timeout=timeout)
 
 
-def objects(n: int, rev: str, behavior: str | None = None, deadline: int = 600) -> list[dict[str, Any]]:
+def objects(n: int, rev: str, behavior: str | None = None, deadline: int = 600, real: bool = False,
+            image: str = IMAGE) -> list[dict[str, Any]]:
+    """n apps (ConfigMap + Service + 2-replica Deployment); simulated on KWOK nodes unless ``real``."""
     out: list[dict[str, Any]] = []
     for i in range(n):
         name = f"svc{i:02d}"
@@ -61,8 +63,10 @@ def objects(n: int, rev: str, behavior: str | None = None, deadline: int = 600) 
             {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
              "spec": {"replicas": 2, "progressDeadlineSeconds": deadline, "selector": {"matchLabels": labels},
                       "template": {"metadata": {"labels": tpl, "annotations": {"rev": rev}}, "spec": {"containers": [
-                          {"name": "web", "image": IMAGE, "envFrom": [{"configMapRef": {"name": f"{name}-cfg"}}]}]}}}},
+                          {"name": "web", "image": image, "envFrom": [{"configMapRef": {"name": f"{name}-cfg"}}]}]}}}},
         ]
+        if not real:
+            simulated(out[-1]["spec"]["template"]["spec"])
     return out
 
 

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-system.sh
 bash tools/k8s/build.sh >/dev/null
+bash tools/coredns/build.sh >/dev/null   # the real node's cluster DNS
 bash scripts/install-python.sh
