@@ -26,7 +26,7 @@ up() {
     log "cluster: $NAME already running, reused"
     grep -q manage-nodes-with-annotation-selector "$STATE/kwokctl.yaml" 2>/dev/null ||
       log "cluster: WARNING: made by an older scripts/cluster.sh (kwok manages every node): run 'scripts/stack.sh down' then 'up'"
-    bash "$ROOT/scripts/node.sh" up; nodes; return; fi
+    scheduling; bash "$ROOT/scripts/node.sh" up; nodes; return; fi
   "$KWOKCTL" --name "$NAME" delete cluster >/dev/null 2>&1 || true
   local cfg="$STATE/kwokctl.yaml" stage="$WOUT/stage"
   cat > "$cfg" <<CFG
@@ -78,11 +78,21 @@ CFG
   cp "$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml" "$KUBECONFIG_OUT"
   "$KWOKCTL" --name "$NAME" scale node --replicas "$NODES" >>"$STATE/logs/kwokctl.log" 2>&1
   wait_for kwokctl 60 bash -c "[[ \$(kubectl --kubeconfig '$KUBECONFIG_OUT' get nodes --no-headers 2>/dev/null | grep -c ' Ready') -ge $NODES ]]"
-  kc taint nodes -l type=kwok "$SIM_TAINT" --overwrite >/dev/null
   # The default ServiceAccount comes from kube-controller-manager; tests create pods right away.
   wait_for kwokctl 60 kc -n default get serviceaccount default
+  scheduling
   bash "$ROOT/scripts/node.sh" up
   nodes
+}
+
+# KWOK nodes are tainted when the real node runs (ordinary pods go there); without it (ROLLWRIGHT_REAL_NODE=0)
+# they take every pod, as before the real node existed.
+scheduling() {
+  if [[ ${ROLLWRIGHT_REAL_NODE:-1} == 0 ]]; then
+    kc taint nodes -l type=kwok "${SIM_TAINT%%=*}-" >/dev/null 2>&1 || true
+  else
+    kc taint nodes -l type=kwok "$SIM_TAINT" --overwrite >/dev/null
+  fi
 }
 
 nodes() { log "cluster: $(kc get nodes --no-headers | awk '{print $1"="$2}' | tr '\n' ' ')"; }

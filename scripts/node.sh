@@ -6,7 +6,8 @@
 #   down    stop them and remove what they left: pods, bridge, iptables chains, netns, kubelet dirs
 #   status  one line per part
 # Called by scripts/cluster.sh (up/down) and scripts/stack.sh (status). See README "The real node".
-# Root is required (bridge, iptables, cgroups). ROLLWRIGHT_REAL_NODE=0 skips the node entirely.
+# Root is required (bridge, iptables, cgroups). ROLLWRIGHT_REAL_NODE=0 skips the node entirely;
+# ROLLWRIGHT_NODE_TAINT=k=v:Effect registers it tainted (keeps pods off it while debugging on a shared stack).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$ROOT/tools/k8s/versions.env"
@@ -191,7 +192,7 @@ up() {
   if ! alive node-kubelet; then
     start_bg node-kubelet "$KOUT/kubelet" --config "$ND/kubelet.yaml" --kubeconfig "$ND/kubelet.kubeconfig" \
       --root-dir "$KUBELET_ROOT" --cert-dir "$ND/kubelet-pki" --hostname-override "$NODE" --node-ip "$NODE_IP" \
-      --node-labels "rollwright.io/node=real"
+      --node-labels "rollwright.io/node=real" ${ROLLWRIGHT_NODE_TAINT:+--register-with-taints "$ROLLWRIGHT_NODE_TAINT"}
   fi
   if ! alive node-kube-proxy; then
     start_bg node-kube-proxy "$KOUT/kube-proxy" --kubeconfig "$ND/kube-proxy.kubeconfig" \

@@ -48,15 +48,35 @@ def real_app(name: str, *, replicas: int = 2, deadline: int = 60, env: dict[str,
     }
     if command:
         c["command"] = command
+    pod: dict[str, Any] = {"terminationGracePeriodSeconds": 20, "containers": [c]}
+    on_real_node(pod)
     return [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
          "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
          "spec": {"replicas": replicas, "progressDeadlineSeconds": deadline, "selector": {"matchLabels": labels},
                   "strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                  "template": {"metadata": {"labels": labels},
-                               "spec": {"terminationGracePeriodSeconds": 20, "containers": [c]}}}},
+                  "template": {"metadata": {"labels": labels}, "spec": pod}}},
     ]
+
+
+def on_real_node(pod: dict[str, Any]) -> dict[str, Any]:
+    """Pins a pod spec to real-0. Ordinary pods go there anyway (KWOK nodes are tainted); the selector says
+    what these tests are about, and the toleration lets them run while the node is registered with
+    ROLLWRIGHT_NODE_TAINT=rollwright.io/real=true:NoSchedule (debugging on a shared stack)."""
+    pod["nodeSelector"] = {"kubernetes.io/hostname": NODE}
+    pod["tolerations"] = [{"key": "rollwright.io/real", "operator": "Exists", "effect": "NoSchedule"}]
+    return pod
+
+
+@pytest.fixture(scope="module")
+def demo_image(docker_client: Any, registry: str) -> str:
+    """The demo app built from this checkout and pushed under a session tag (rollwright/demo-app:base is shared
+    by every checkout using the stack, so its content is not ours to assume)."""
+    ref = f"{registry}/rollwright-test/real-node-demo:{SESSION}"
+    docker_client.images.build(path=str(ROOT / "images/demo-app"), tag=ref, rm=True)
+    docker_client.images.push(ref)
+    return ref
 
 
 def service_url(core: k8s.CoreV1Api, ns: str, name: str, path: str = "/") -> str:
@@ -68,6 +88,14 @@ def service_url(core: k8s.CoreV1Api, ns: str, name: str, path: str = "/") -> str
 def app_pods(core: k8s.CoreV1Api, ns: str, app: str) -> list[k8s.V1Pod]:
     return [p for p in core.list_namespaced_pod(ns, label_selector=f"app={app}").items
             if not p.metadata.deletion_timestamp]
+
+
+def get_through_service(core: k8s.CoreV1Api, ns: str, name: str, path: str = "/") -> str:
+    """The body of a 200 from the Service, waiting out kube-proxy's sync (rules follow endpoints within ~1 s)."""
+    url = service_url(core, ns, name, path)
+    r = wait_until(lambda: (resp := httpx.get(url, timeout=3)).status_code == 200 and resp, 30,
+                   what=f"{url} answering 200")
+    return str(r.text)
 
 
 async def rollout(temporal: Client, task_queue: str, spec_path: Path) -> tuple[RolloutResult, float]:
@@ -157,8 +185,7 @@ async def test_demo_rollout_runs_the_pushed_digest_and_answers_through_its_servi
     # The bake probed the app itself, through its Service's ClusterIP.
     ip = core.read_namespaced_service("web", namespace).spec.cluster_ip
     assert res.health and res.health[0].url == f"http://{ip}:80/" and res.health[0].successes >= 1
-    r = httpx.get(service_url(core, namespace, "web"), timeout=5)
-    assert r.status_code == 200 and r.text == "demo v1: hello from v1\n"
+    assert get_through_service(core, namespace, "web") == "demo v1: hello from v1\n"
 
 
 # --------------------------------------------------------------------------- 3, 4. real fail-fast causes
@@ -206,6 +233,7 @@ async def test_readiness_failure_rolls_back_at_the_deadline_while_v1_keeps_servi
                        objects=real_app("rd", deadline=15, env={"GREETING": "v2",
                                                                 "READY_DEPENDS_ON": "http://rd-db/healthz"}))
     url = service_url(core, namespace, "rd")
+    assert get_through_service(core, namespace, "rd") == "demo v1: v1\n"
     with RequestLoop(url) as loop:
         r2, took = await rollout(temporal, task_queue, v2)
         time.sleep(2)  # and a little after the rollback
@@ -244,17 +272,16 @@ async def test_bake_probes_the_real_app_and_rolls_back_a_version_answering_500(
     assert r2.health[0].last_status == 500
     wait_until(lambda: all(p.status.container_statuses[0].image_id == r1.image
                            for p in app_pods(core, namespace, "hb")), 120, what="only v1 pods left")
-    r = httpx.get(service_url(core, namespace, "hb"), timeout=5)
-    assert r.text == "demo v1: fine\n"
-    metrics = httpx.get(service_url(core, namespace, "hb", "/metrics"), timeout=5).text
+    assert get_through_service(core, namespace, "hb") == "demo v1: fine\n"
+    metrics = get_through_service(core, namespace, "hb", "/metrics")
     assert 'demo_build_info{version="v1"} 1' in metrics
 
 
 # --------------------------------------------------------------------------- 7. DNS and Services
 
 def test_pods_resolve_services_by_name_and_the_host_reaches_a_cluster_ip(
-        kube: Kube, core: k8s.CoreV1Api, namespace: str, registry: str) -> None:
-    image = f"{registry}/rollwright/demo-app:base"
+        kube: Kube, core: k8s.CoreV1Api, namespace: str, demo_image: str) -> None:
+    image = demo_image
     for o in real_app("backend", replicas=1, image=image, env={"VERSION": "b1", "GREETING": "from the backend"}):
         o["metadata"]["namespace"] = namespace
         kube.apply(o, manager=MANAGER)
@@ -264,8 +291,8 @@ def test_pods_resolve_services_by_name_and_the_host_reaches_a_cluster_ip(
               f"for n in ('backend', 'backend.{namespace}.svc.cluster.local'):\n"
               "    print(n, socket.gethostbyname(n), urllib.request.urlopen(f'http://{n}/', timeout=5).read().decode().strip())\n")
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client", "namespace": namespace},
-           "spec": {"restartPolicy": "Never",
-                    "containers": [{"name": "c", "image": image, "command": ["python3", "-c", script]}]}}
+           "spec": on_real_node({"restartPolicy": "Never",
+                                 "containers": [{"name": "c", "image": image, "command": ["python3", "-c", script]}]})}
     kube.apply(pod, manager=MANAGER)
     phase = wait_until(lambda: core.read_namespaced_pod("client", namespace).status.phase in ("Succeeded", "Failed")
                        and core.read_namespaced_pod("client", namespace).status.phase, 180, what="client pod done")
@@ -276,8 +303,7 @@ def test_pods_resolve_services_by_name_and_the_host_reaches_a_cluster_ip(
     assert out.splitlines() == [f"backend {ip} demo b1: from the backend",
                                 f"backend.{namespace}.svc.cluster.local {ip} demo b1: from the backend"], out
     assert ip.startswith("10.96.")
-    r = httpx.get(f"http://{ip}/", timeout=5)
-    assert r.text == "demo b1: from the backend\n"
+    assert get_through_service(core, namespace, "backend") == "demo b1: from the backend\n"
 
 
 # --------------------------------------------------------------------------- 8. down leaves nothing; up again
@@ -309,14 +335,14 @@ def _announce(state: str) -> None:
     Path("/tmp/stack-status.txt").write_text(f"{state}\n")
 
 
-def test_zz_down_leaves_nothing_behind_and_up_works_again(core: k8s.CoreV1Api, kube: Kube, registry: str) -> None:
+def test_zz_down_leaves_nothing_behind_and_up_works_again(core: k8s.CoreV1Api, kube: Kube, demo_image: str) -> None:
     """Runs last in this file. ROLLWRIGHT_TEST_FULL_RESTART=1 (CI) stops the whole stack with stack.sh down;
     otherwise only the node's part of it (what stack.sh down runs first), so a shared stack keeps serving."""
     full = os.environ.get("ROLLWRIGHT_TEST_FULL_RESTART") == "1"
     namespace = f"t-node-restart-{uuid.uuid4().hex[:5]}"
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
     # A pod running, so down has a sandbox, a veth and Service rules to clean.
-    for o in real_app("before", replicas=1, image=f"{registry}/rollwright/demo-app:base"):
+    for o in real_app("before", replicas=1, image=demo_image):
         o["metadata"]["namespace"] = namespace
         kube.apply(o, manager=MANAGER)
     wait_until(lambda: any(p.status.phase == "Running" for p in app_pods(core, namespace, "before")), 180,

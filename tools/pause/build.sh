@@ -13,7 +13,7 @@ if [[ ! -x "$OUT/pause" ]]; then
   mkdir -p "$OUT"
   GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o "$OUT/pause" .
 fi
-if ! curl -fsS -o /dev/null "http://$REG/v2/pause/manifests/$PAUSE_TAG" \
+if ! curl -fs -o /dev/null "http://$REG/v2/pause/manifests/$PAUSE_TAG" \
      -H 'Accept: application/vnd.docker.distribution.manifest.v2+json'; then
   ctx=$(mktemp -d); cp "$OUT/pause" "$ctx/pause"
   printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' > "$ctx/Dockerfile"
