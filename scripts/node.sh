@@ -52,7 +52,7 @@ bridge_up() {
   # Pre-created with the gateway address so the kubelet has a non-loopback node IP (no dummy devices here);
   # the CNI bridge plugin then adopts it.
   ip link show "$BR" >/dev/null 2>&1 || ip link add "$BR" type bridge
-  ip addr show dev "$BR" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BR"
+  [[ $(ip -4 -o addr show dev "$BR") == *" $NODE_IP/"* ]] || ip addr add "$NODE_IP/24" dev "$BR"
   ip link set "$BR" up
   sysctl -qw net.ipv4.ip_forward=1
   # Pod → Service → pod on the same bridge needs bridged frames to traverse iptables (kube-proxy's DNAT).
@@ -62,11 +62,14 @@ bridge_up() {
 
 write_configs() {
   mkdir -p "$ND/cni/net.d" "$ND/certs.d/127.0.0.1:5000" "$CTR_ROOT" "$CTR_STATE" "$KUBELET_ROOT"
+  # firewall: Docker sets the FORWARD policy to DROP, and with br_netfilter bridged pod → pod frames (a Service's
+  # DNAT to another pod) traverse FORWARD; the plugin accepts each pod's traffic in its CNI-FORWARD chain.
   cat > "$ND/cni/net.d/10-rollwright.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "$CNI_NET", "plugins": [
   {"type": "bridge", "bridge": "$BR", "isGateway": true, "ipMasq": false, "hairpinMode": true,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]],
             "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "firewall", "backend": "iptables"},
   {"type": "portmap", "capabilities": {"portMappings": true}},
   {"type": "loopback"}]}
 JSON
@@ -216,7 +219,7 @@ nctr() { ctr --address "$CTR_SOCK" --namespace k8s.io "$@"; }
 # pids_with ARG: processes whose command line contains ARG (our containerd's shims carry its socket path).
 pids_with() {
   local p; for p in /proc/[0-9]*; do
-    tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF -- "$1" && echo "${p#/proc/}"; done; true
+    grep -qaF -- "$1" "$p/cmdline" 2>/dev/null && echo "${p#/proc/}"; done; true
 }
 
 down() {

@@ -26,7 +26,8 @@ from orchestrator.loader import load_spec
 from orchestrator.models import Outcome, RolloutResult
 from tests.helpers import ROOT, SESSION, STATE, WorkerProcess, wait_until, write_release
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.e2e]
+async_test = pytest.mark.asyncio(loop_scope="session")
 
 NODE = "real-0"
 BRIDGE = "rwbr0"
@@ -162,6 +163,7 @@ def test_real_node_is_ready_and_its_lease_is_the_kubelets(core: k8s.CoreV1Api) -
 
 # --------------------------------------------------------------------------- 2. a rollout that really runs
 
+@async_test
 async def test_demo_rollout_runs_the_pushed_digest_and_answers_through_its_service(
         worker: WorkerProcess, temporal: Client, task_queue: str, namespace: str, tmp_path: Path,
         core: k8s.CoreV1Api, registry: str) -> None:
@@ -190,6 +192,7 @@ async def test_demo_rollout_runs_the_pushed_digest_and_answers_through_its_servi
 
 # --------------------------------------------------------------------------- 3, 4. real fail-fast causes
 
+@async_test
 async def test_real_crashloop_is_detected_and_rolled_back(worker: WorkerProcess, temporal: Client, task_queue: str,
                                                           namespace: str, tmp_path: Path, apps: k8s.AppsV1Api,
                                                           registry: str) -> None:
@@ -206,6 +209,7 @@ async def test_real_crashloop_is_detected_and_rolled_back(worker: WorkerProcess,
         apps.read_namespaced_deployment("crash", namespace)
 
 
+@async_test
 async def test_real_image_pull_failure_names_the_image(worker: WorkerProcess, temporal: Client, task_queue: str,
                                                        namespace: str, tmp_path: Path, registry: str) -> None:
     missing = f"{registry}/rollwright-test/absent:never-pushed-{SESSION}"
@@ -221,6 +225,7 @@ async def test_real_image_pull_failure_names_the_image(worker: WorkerProcess, te
 
 # --------------------------------------------------------------------------- 5. readiness failure, zero downtime
 
+@async_test
 async def test_readiness_failure_rolls_back_at_the_deadline_while_v1_keeps_serving(
         worker: WorkerProcess, temporal: Client, task_queue: str, namespace: str, tmp_path: Path,
         core: k8s.CoreV1Api, apps: k8s.AppsV1Api, registry: str) -> None:
@@ -253,6 +258,7 @@ async def test_readiness_failure_rolls_back_at_the_deadline_while_v1_keeps_servi
 
 # --------------------------------------------------------------------------- 6. the bake probes the real app
 
+@async_test
 async def test_bake_probes_the_real_app_and_rolls_back_a_version_answering_500(
         worker: WorkerProcess, temporal: Client, task_queue: str, namespace: str, tmp_path: Path,
         core: k8s.CoreV1Api, registry: str) -> None:
@@ -262,7 +268,9 @@ async def test_bake_probes_the_real_app_and_rolls_back_a_version_answering_500(
                        objects=real_app("hb", env={"GREETING": "fine"}), health=health)
     r1, _ = await rollout(temporal, task_queue, v1)
     assert r1.outcome == Outcome.SUCCEEDED, r1.cause
-    assert r1.health[0].last_status == 200 and r1.health[0].failures == 0
+    # (A probe right after readiness may be refused while kube-proxy syncs the new endpoints: failure_threshold
+    # absorbs it, as it would in production.)
+    assert r1.health[0].ok and r1.health[0].last_status == 200
     # v2 is ready (its /readyz passes) but fails every request to /.
     v2 = write_release(tmp_path, app="hb", namespace=namespace, registry=registry, version="v2",
                        objects=real_app("hb", env={"GREETING": "broken", "FAIL_RATE": "1"}), health=health)
@@ -287,13 +295,15 @@ def test_pods_resolve_services_by_name_and_the_host_reaches_a_cluster_ip(
         kube.apply(o, manager=MANAGER)
     wait_until(lambda: any(c.type == "Ready" and c.status == "True" for p in app_pods(core, namespace, "backend")
                            for c in p.status.conditions or []), 180, what="backend Ready")
+    # The host reaches the ClusterIP through kube-proxy's rules (once they follow the new endpoint).
+    assert get_through_service(core, namespace, "backend") == "demo b1: from the backend\n"
     script = ("import socket, urllib.request\n"
               f"for n in ('backend', 'backend.{namespace}.svc.cluster.local'):\n"
               "    print(n, socket.gethostbyname(n), urllib.request.urlopen(f'http://{n}/', timeout=5).read().decode().strip())\n")
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client", "namespace": namespace},
            "spec": on_real_node({"restartPolicy": "Never",
                                  "containers": [{"name": "c", "image": image, "command": ["python3", "-c", script]}]})}
-    kube.apply(pod, manager=MANAGER)
+    core.create_namespaced_pod(namespace, pod)
     phase = wait_until(lambda: core.read_namespaced_pod("client", namespace).status.phase in ("Succeeded", "Failed")
                        and core.read_namespaced_pod("client", namespace).status.phase, 180, what="client pod done")
     # The log comes from the kubelet (apiserver → kubelet by InternalIP, with a client certificate).
@@ -303,7 +313,6 @@ def test_pods_resolve_services_by_name_and_the_host_reaches_a_cluster_ip(
     assert out.splitlines() == [f"backend {ip} demo b1: from the backend",
                                 f"backend.{namespace}.svc.cluster.local {ip} demo b1: from the backend"], out
     assert ip.startswith("10.96.")
-    assert get_through_service(core, namespace, "backend") == "demo b1: from the backend\n"
 
 
 # --------------------------------------------------------------------------- 8. down leaves nothing; up again
