@@ -85,10 +85,10 @@ CFG
   nodes
 }
 
-# KWOK nodes are tainted when the real node runs (ordinary pods go there); without it (ROLLWRIGHT_REAL_NODE=0)
-# they take every pod, as before the real node existed.
+# KWOK nodes are tainted when the real node runs (ordinary pods go there); without it (ROLLWRIGHT_REAL_NODE=0), or
+# while the real node is registered tainted itself (ROLLWRIGHT_NODE_TAINT, scripts/node.sh), they take every pod.
 scheduling() {
-  if [[ ${ROLLWRIGHT_REAL_NODE:-1} == 0 ]]; then
+  if [[ ${ROLLWRIGHT_REAL_NODE:-1} == 0 || -n ${ROLLWRIGHT_NODE_TAINT:-} ]]; then
     kc taint nodes -l type=kwok "${SIM_TAINT%%=*}-" >/dev/null 2>&1 || true
   else
     kc taint nodes -l type=kwok "$SIM_TAINT" --overwrite >/dev/null

@@ -223,6 +223,8 @@ pids_with() {
 }
 
 down() {
+  # Best effort, every step: one thing already gone must not stop the cleanup of the rest (checked at the end).
+  set +e +o pipefail
   stop_bg node-coredns
   # kubelet sometimes ignores the first SIGTERM: stop_bg ends with SIGKILL after 10 s.
   stop_bg node-kubelet
@@ -256,15 +258,29 @@ down() {
   # Network namespaces of sandboxes whose teardown never ran (containerd 1.6 bind-mounts them in /run/netns).
   local ns; for ns in /run/netns/cni-*; do [[ -e $ns ]] || continue; umount "$ns" 2>/dev/null || true; rm -f "$ns"; done
   ip link del "$BR" 2>/dev/null || true
+  # Mounts left under our directories, deepest first: sandboxes' /dev/shm and rootfs (containerd), pod volumes
+  # and the kubelet's own bind mount of its root dir (made rshared for mount propagation).
+  awk -v a="$CTR_STATE" -v b="$CTR_ROOT" -v c="$KUBELET_ROOT" \
+    '{ m = $2; if (m == a || m == b || m == c || index(m, a "/") == 1 || index(m, b "/") == 1 || index(m, c "/") == 1) print m }' \
+    /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
   rm -rf "/var/lib/cni/networks/$CNI_NET" "$CTR_STATE"
-  # The kubelet's pod volumes are mounts under its root; the device-plugin socket ignores --root-dir.
-  grep -o " $KUBELET_ROOT/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # The device-plugin socket directory ignores --root-dir.
   rm -rf "$KUBELET_ROOT" /var/lib/kubelet/device-plugins
   rmdir /var/lib/kubelet 2>/dev/null || true
   # Empty pod cgroups the kubelet made (cgroup v1: one tree per controller).
   find /sys/fs/cgroup/*/kubepods* -depth -type d -exec rmdir {} \; 2>/dev/null || true
-  [[ -f $ADMIN_KC ]] && kc delete node "$NODE" --ignore-not-found --wait=false >/dev/null 2>&1 || true
-  log "node: $NODE down"
+  [[ -f $ADMIN_KC ]] && kc delete node "$NODE" --ignore-not-found --wait=false >/dev/null 2>&1
+  local left=()
+  ip link show "$BR" >/dev/null 2>&1 && left+=("bridge $BR")
+  local d; for d in "$CTR_STATE" "$KUBELET_ROOT" /var/lib/kubelet/device-plugins; do [[ -e $d ]] && left+=("$d"); done
+  compgen -G "/run/netns/cni-*" >/dev/null && left+=("netns")
+  [[ -n $(pids_with "$CTR_STATE") ]] && left+=("containerd shims")
+  for ipt in iptables ip6tables; do
+    command -v $ipt >/dev/null && $ipt-save 2>/dev/null | grep -qE '(KUBE|CNI)-' && left+=("$ipt chains")
+  done
+  set -e -o pipefail
+  if ((${#left[@]})); then log "node: $NODE down, but left behind: ${left[*]}"; return 1; fi
+  log "node: $NODE down (nothing left behind)"
 }
 
 status() {
