@@ -22,7 +22,11 @@ kc() { kubectl --kubeconfig "$KUBECONFIG_OUT" "$@"; }
 
 up() {
   bash "$ROOT/tools/k8s/build.sh" >/dev/null
-  if [[ -f $KUBECONFIG_OUT ]] && kc get --raw /readyz >/dev/null 2>&1; then
+  # A running apiserver can be briefly unready (a test restarting it, a loaded machine): wait before concluding
+  # the cluster is gone, since the branch below deletes and re-creates it.
+  if [[ -f $KUBECONFIG_OUT ]] && { kc get --raw /readyz >/dev/null 2>&1 ||
+       { [[ -n $(pgrep -f "$KWOK_WORKDIR/clusters/$NAME/bin/kube-apiserver" || true) ]] &&
+         wait_for kube-apiserver 30 kc get --raw /readyz; }; }; then
     log "cluster: $NAME already running, reused"
     grep -q manage-nodes-with-annotation-selector "$STATE/kwokctl.yaml" 2>/dev/null ||
       log "cluster: WARNING: made by an older scripts/cluster.sh (kwok manages every node): run 'scripts/stack.sh down' then 'up'"

@@ -184,9 +184,16 @@ up() {
   mkdir -p "$ND"
   bridge_up
   write_configs
+  # A cluster re-created since the parts started has a new CA: their credentials are stale, restart them.
+  local ca; ca=$(sha256sum < "$PKI/ca.crt")
+  if alive node-kubelet && [[ $(cat "$ND/ca.sha256" 2>/dev/null) != "$ca" ]]; then
+    log "node: the cluster CA changed; restarting kubelet, kube-proxy and CoreDNS with new credentials"
+    stop_bg node-kubelet; stop_bg node-kube-proxy; stop_bg node-coredns
+  fi
   cert kubelet "system:node:$NODE" system:nodes
   cert kube-proxy system:kube-proxy
   cert coredns rollwright:coredns
+  echo "$ca" > "$ND/ca.sha256"
   rbac
   if ! alive node-containerd; then
     start_bg node-containerd containerd --config "$ND/containerd.toml"
