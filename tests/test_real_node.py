@@ -149,7 +149,7 @@ def test_real_node_is_ready_and_its_lease_is_the_kubelets(core: k8s.CoreV1Api) -
     assert all((n.metadata.labels or {}).get("type") == "kwok" for n in kwok)
     # The heartbeat Lease: renewed by the kubelet alone (kwok-controller writes the Leases of its own nodes).
     coord = k8s.CoordinationV1Api(core.api_client)
-    lease = coord.read_namespaced_lease(NODE, "kube-node-lease")
+    lease = wait_until(lambda: coord.read_namespaced_lease(NODE, "kube-node-lease"), 60, what="real-0's Lease")
     assert lease.spec.holder_identity == NODE
     assert {m.manager for m in lease.metadata.managed_fields} == {"kubelet"}, lease.metadata.managed_fields
     # Node status is the kubelet's too.
@@ -278,8 +278,10 @@ async def test_bake_probes_the_real_app_and_rolls_back_a_version_answering_500(
     assert r2.outcome == Outcome.ROLLED_BACK, r2
     assert "health check" in (r2.cause or "") and "HTTP 500" in (r2.cause or ""), r2.cause
     assert r2.health[0].last_status == 500
-    wait_until(lambda: all(p.status.container_statuses[0].image_id == r1.image
-                           for p in app_pods(core, namespace, "hb")), 120, what="only v1 pods left")
+    # v2's pods terminate gracefully (preStop, then SIGTERM): wait until they are gone, terminating ones too.
+    wait_until(lambda: all(p.status.container_statuses and p.status.container_statuses[0].image_id == r1.image
+                           for p in core.list_namespaced_pod(namespace, label_selector="app=hb").items),
+               120, what="only v1 pods left")
     assert get_through_service(core, namespace, "hb") == "demo v1: fine\n"
     metrics = get_through_service(core, namespace, "hb", "/metrics")
     assert 'demo_build_info{version="v1"} 1' in metrics
