@@ -23,6 +23,9 @@ RECORD_TYPE = "rollwright.io/release.v1"
 L_OWNER, L_APP, L_ENV = "owner", "rollwright.io/app", "rollwright.io/environment"
 L_REV, L_STATUS, L_RUN = "rollwright.io/revision", "rollwright.io/status", "rollwright.io/run-id"
 HISTORY_MAX = 10
+# A Secret holds at most 1 MiB of data. The record holds the release and the snapshot of what it replaces (about
+# the same size again), so the release itself may take half, compressed.
+MAX_RELEASE_RECORD_BYTES = 512 * 1024
 
 _VOLATILE_MD = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
                 "deletionTimestamp", "deletionGracePeriodSeconds")
