@@ -13,6 +13,7 @@ import asyncio
 import sysconfig
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +197,12 @@ class Run:
         self.handle: WorkflowHandle[Any, Any] | None = None
 
     async def __aenter__(self) -> Run:
+        # Cancels reach an activity only through heartbeats, which the SDK throttles (up to 30 s): unthrottled
+        # here so a cancel lands at once.
         self.worker = Worker(self.env.client, task_queue=self.tq, workflows=[RolloutWorkflow],
-                             activities=self.fakes.activities())
+                             activities=self.fakes.activities(),
+                             max_heartbeat_throttle_interval=timedelta(milliseconds=50),
+                             default_heartbeat_throttle_interval=timedelta(milliseconds=50))
         await self.worker.__aenter__()
         self.handle = await self.env.client.start_workflow(RolloutWorkflow.run, self.spec,
                                                            id=f"rollout.shop.prod.{uuid.uuid4().hex[:6]}",
