@@ -61,7 +61,8 @@ SA_REVISION = SearchAttributeKey.for_int("RolloutRevision")
 # Errors that retrying cannot fix. Activities raise them as ApplicationError(type=...); listing them here too keeps
 # the policy explicit even if an activity forgets non_retryable=True.
 NON_RETRYABLE = ["InvalidRelease", "InvalidManifest", "Forbidden", "RegistryUnreachable", "BuildFailed",
-                 "WorkloadFailed", "ProgressDeadline", "HealthCheckFailed", "RevisionNotFound"]
+                 "WorkloadFailed", "ProgressDeadline", "HealthCheckFailed", "RevisionNotFound",
+                 "RegistryAuthFailed"]
 QUICK = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                     maximum_interval=timedelta(seconds=20), maximum_attempts=5, non_retryable_error_types=NON_RETRYABLE)
 PERSISTENT = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
