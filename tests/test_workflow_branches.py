@@ -10,6 +10,7 @@ order of activity calls.
 from __future__ import annotations
 
 import asyncio
+import os
 import sysconfig
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -216,6 +217,14 @@ class Run:
         assert self.handle is not None
         return await asyncio.wait_for(RolloutClient(self.env.client, self.tq).result(self.handle), 60)
 
+    async def record(self, name: str) -> None:
+        """With ROLLWRIGHT_RECORD_HISTORIES=1, saves this run's history for tests/test_replay.py (re-record only for
+        a deliberate, patched change)."""
+        if os.environ.get("ROLLWRIGHT_RECORD_HISTORIES") == "1":
+            assert self.handle is not None
+            hist = await self.handle.fetch_history()
+            (Path(__file__).parent / "histories" / f"{name}.json").write_text(hist.to_json())
+
     async def when_started(self, key: str) -> None:
         await asyncio.wait_for(self.fakes.started(key).wait(), 30)
 
@@ -287,7 +296,9 @@ async def test_finalize_failing_after_a_good_bake_is_not_rolled_back(env: Workfl
 
 async def test_rollback_failing_reports_failed_with_both_causes(env: WorkflowEnvironment) -> None:
     f = Fakes(fail={"wait_ready#1": "pods never ready", "rollback_release": "apply refused"})
-    res = await run(env, f)
+    async with Run(env, f, spec()) as r:
+        res = await r.result()
+        await r.record("rollback-failed-v2")
     assert res.outcome == Outcome.FAILED
     assert res.cause == "pods never ready; rollback failed: apply refused"
     assert f.calls == OK[:6] + ["rollback_release", "finalize_revision:failed"]
@@ -368,6 +379,8 @@ async def test_cancel_in_each_step(env: WorkflowEnvironment, step: str) -> None:
         assert r.handle is not None
         await r.handle.cancel()
         res = await r.result()
+        if step == "wait_ready":
+            await r.record("cancel-mid-wait-v2")
     assert res.outcome == Outcome.ABORTED and res.cause == "workflow cancelled"
     changed = OK.index(step) > OK.index("snapshot_release")
     assert f.calls == OK[: OK.index(step) + 1] + [f"cancelled:{step}"] + (RB if changed else [])
@@ -444,6 +457,7 @@ async def test_approval_then_rollout_and_rejected_approvals(env: WorkflowEnviron
             await h.execute_update(RolloutWorkflow.approve, Approval(approver="eve"))
         assert "is not waiting for approval" in str(e.value.cause)
         res = await r.result()
+        await r.record("approval-v2")
     assert res.outcome == Outcome.SUCCEEDED and res.approved_by == "bob" and res.approval_comment == "lgtm"
     assert f.calls == OK
 
@@ -477,6 +491,7 @@ async def test_pause_then_resume_holds_before_the_next_step(env: WorkflowEnviron
         assert st.step == Step.APPLY and f.calls == OK[:5], "held before the wait started"
         await h.signal(RolloutWorkflow.resume)
         res = await r.result()
+        await r.record("pause-resume-v2")
     assert res.outcome == Outcome.SUCCEEDED and f.calls == OK
 
 
@@ -492,6 +507,7 @@ async def test_pause_then_abort(env: WorkflowEnvironment, at: str) -> None:
         await _until(lambda: h.query(RolloutWorkflow.status), lambda s: s.phase == Phase.PAUSED)
         await h.signal(RolloutWorkflow.abort, Abort(reason="changed my mind"))
         res = await r.result()
+        await r.record(f"pause-then-abort-{at.split('_')[0]}-v2")
     assert res.outcome == Outcome.ABORTED and res.cause == "aborted by operator: changed my mind"
     changed = at == "apply_release"
     assert f.calls == OK[: OK.index(at) + 1] + (RB if changed else [])
