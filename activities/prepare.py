@@ -8,6 +8,8 @@ before anything is built, pushed or applied.
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
@@ -40,7 +42,8 @@ class PrepareActivities:
                 assert spec.image is not None
                 tag = source_tag(spec)
                 image = f"{spec.image.repository}:{tag}"
-            objects, digest = release_objects(spec, kube, image)
+            where: dict[tuple[str, str], str] = {}
+            objects, digest = release_objects(spec, kube, image, where)
             if building:
                 assert spec.image is not None and image is not None
                 pinned = count_pinned(objects, image)
@@ -58,8 +61,8 @@ class PrepareActivities:
         for o in objects:
             ns = o["metadata"].get("namespace")
             if ns and not exists[ns] and ns not in new_namespaces:
-                raise ApplicationError(f"{ref_of(o)}: namespace {ns!r} does not exist and the release does not "
-                                       f"create it", type="InvalidRelease", non_retryable=True)
+                raise ApplicationError(f"{_source(where, o)}metadata.namespace: namespace {ns!r} does not exist and "
+                                       f"the release does not create it", type="InvalidRelease", non_retryable=True)
         size = len(rec.encode({"objects": objects}))
         if size > rec.MAX_RELEASE_RECORD_BYTES:
             raise ApplicationError(f"the release is too large to record: its objects take {size} bytes compressed, "
@@ -83,7 +86,7 @@ class PrepareActivities:
                 kube.apply(body, dry_run=True)
             except ApiException as e:
                 if e.status in (403, 404, 409) or is_invalid_input(e):
-                    raise ApplicationError(f"server-side dry run rejected {ref_of(o)}: "
+                    raise ApplicationError(f"{_source(where, o)}server-side dry run rejected {ref_of(o)}: "
                                            f"{api_message(e).replace(DRY_RUN_NAMESPACE, ns or '')} (HTTP {e.status})",
                                            type="InvalidManifest", non_retryable=True) from None
                 raise from_api(e, f"dry run {ref_of(o)}") from None
@@ -105,6 +108,12 @@ class PrepareActivities:
 
 
 DRY_RUN_NAMESPACE = "rollwright-dry-run"
+
+
+def _source(where: dict[tuple[str, str], str], o: dict[str, Any]) -> str:
+    """``manifests.yaml document 2 (Deployment/web): `` for an object of the release, '' if unknown (a revision)."""
+    w = where.get((o["kind"], o["metadata"]["name"]))
+    return f"{w}: " if w else ""
 
 
 def _ensure_scratch_namespace(kube: Kube) -> None:
