@@ -234,6 +234,8 @@ async def test_finding3_rollback_with_hpa_and_stale_progress_deadline_reports_ro
     print(f"v2 ended in {time.monotonic() - t0:.0f}s with exit {r.returncode}")
     assert r.returncode == 3, out
     assert "ProgressDeadlineExceeded" in out, out
+    res = json.loads(r.stdout)
+    assert res["outcome"] == "RolledBack" and res["rolled_back_to"] == 1, res  # finding 6: was never set
     d = apps.read_namespaced_deployment(app, namespace)
     assert d.status.ready_replicas == 2 and "sim.rollwright.io/behavior" not in (d.spec.template.metadata.labels or {})
     live = kube.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{app}")
@@ -316,6 +318,44 @@ async def test_finding5_cancel_mid_wait_stops_the_watch_before_rollback(
     assert stopped_wait < rollback, order
     d = apps.read_namespaced_deployment(app, namespace)
     assert "sim.rollwright.io/behavior" not in (d.spec.template.metadata.labels or {})
+
+
+# ---- finding 6: wrong outcomes (the outcome logic itself is in test_workflow_branches.py) -------------------------
+
+
+def test_finding6_finalize_ignores_404_when_deleting_old_records(
+        kube: Kube, kubeconfig: Path, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a record deleted between the list and the delete (a retry, a concurrent run) made finalize fail
+    with a non-retryable InvalidManifest. The 404 comes from the real apiserver; only the list is made stale."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities import revisions as rec
+    from activities.clients import Clients
+    from activities.release import ReleaseActivities
+    from orchestrator.models import FinalizeInput, RevisionRef, RevisionStatus
+    from orchestrator.spec import ReleaseSpec
+
+    for n in range(1, rec.HISTORY_MAX + 2):
+        rec.create_record(kube, namespace, "f6", "test", n, f"run-{n}", {"revision": n, "previous": []})
+    real = rec.list_records
+
+    def stale(*a: Any) -> list[dict[str, Any]]:
+        items = real(*a)
+        ghost = json.loads(json.dumps(items[0]))
+        ghost["metadata"]["name"] = rec.record_name("f6", "test", 0)
+        ghost["metadata"]["labels"][rec.L_REV] = "0"
+        return [ghost, *items]
+
+    monkeypatch.setattr(rec, "list_records", stale)
+    spec = ReleaseSpec(app="f6", environment="test", namespace=namespace, manifests=["x.yaml"])
+    last = rec.HISTORY_MAX + 1
+    ref = RevisionRef(namespace=namespace, name=rec.record_name("f6", "test", last), revision=last)
+    acts = ReleaseActivities(Clients(kubeconfig=kubeconfig))
+    ActivityEnvironment().run(acts.finalize_revision,  # a sync activity: runs here, in this thread
+                              FinalizeInput(spec=spec, revision=ref, status=RevisionStatus.DEPLOYED))
+    left = real(kube, namespace, "f6", "test")
+    assert [int(r["metadata"]["labels"][rec.L_REV]) for r in left] == list(range(2, last + 1))
+    assert left[-1]["metadata"]["labels"][rec.L_STATUS] == "deployed"
 
 
 # ---- finding 7: bake heartbeat vs probe timeouts ------------------------------------------------------------------
