@@ -20,16 +20,6 @@ up() {
   bash "$ROOT/tools/k8s/build.sh" >/dev/null
   if [[ -f $KUBECONFIG_OUT ]] && kc get --raw /readyz >/dev/null 2>&1; then
     log "cluster: $NAME already running, reused"; nodes; return; fi
-  # An apiserver that is restarting (a test restarts it on purpose; a crash) is not a dead cluster: give it time
-  # before deleting and re-creating everything, which would wipe every namespace other sessions are using.
-  if [[ -f $KUBECONFIG_OUT ]] && [[ -f $KWOK_WORKDIR/clusters/$NAME/pids/etcd.pid ]] \
-     && kill -0 "$(cat "$KWOK_WORKDIR/clusters/$NAME/pids/etcd.pid")" 2>/dev/null; then
-    log "cluster: $NAME apiserver not ready but etcd is running; waiting up to 120s before re-creating"
-    for _ in $(seq 120); do
-      if kc get --raw /readyz >/dev/null 2>&1; then log "cluster: $NAME is back, reused"; nodes; return; fi
-      sleep 1
-    done
-  fi
   "$KWOKCTL" --name "$NAME" delete cluster >/dev/null 2>&1 || true
   local cfg="$STATE/kwokctl.yaml" stage="$WOUT/stage"
   cat > "$cfg" <<CFG
