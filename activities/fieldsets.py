@@ -30,6 +30,15 @@ def union(a: FieldSet, b: FieldSet) -> FieldSet:
     return out
 
 
+def write_only_as_stored(fs: FieldSet) -> FieldSet:
+    """A Secret's ``stringData`` is write-only: the apiserver stores it in ``data``, so a live object (and the
+    snapshot) never has it. Owning ``stringData.x`` means owning the value stored at ``data.x``."""
+    if "f:stringData" not in fs:
+        return fs
+    out = {k: v for k, v in fs.items() if k != "f:stringData"}
+    return union(out, {"f:data": fs["f:stringData"]})
+
+
 def _matches(item: Any, key: dict[str, Any]) -> bool:
     return isinstance(item, dict) and all(item.get(k) == v for k, v in key.items())
 

@@ -217,6 +217,8 @@ def _restore_body(kube: Kube, ref: ObjectRef, entry: dict[str, Any]) -> dict[str
     if current is None:
         return dict(entry["object"])  # deleted since (pruned, or by someone): recreate it as it was
     fs = fieldsets.union(entry["owned"], fieldsets.owned_by(current, FIELD_MANAGER))
+    if ref.kind == "Secret":
+        fs = fieldsets.write_only_as_stored(fs)
     if not fs:
         return None  # Rollwright never set anything on it: nothing to restore
     return fieldsets.restrict(entry["object"], fs)

@@ -14,7 +14,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from activities.errors import from_api, is_invalid_input
-from activities.fieldsets import owned_by, restrict, union
+from activities.fieldsets import owned_by, restrict, union, write_only_as_stored
 from activities.readiness_rules import workload_failure
 from activities.registry import docker_credentials
 from orchestrator import legacy_workflow_id, parse_workflow_id, workflow_id, yamlsafe
@@ -100,6 +100,15 @@ def test_finding3_rollback_restores_only_owned_fields() -> None:
     assert "f:replicas" not in json.dumps(fs)
     more = union(fs, {"f:spec": {"f:replicas": {}}})
     assert restrict(live, more)["spec"]["replicas"] == 2
+
+
+def test_finding3_secret_string_data_ownership_restores_data() -> None:
+    live = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop", "managedFields": [
+        {"manager": "rollwright", "operation": "Apply", "fieldsV1": {"f:stringData": {"f:password": {}}}}]},
+            "data": {"password": "djE=", "other": "eA=="}, "type": "Opaque"}
+    body = restrict(live, write_only_as_stored(owned_by(live, "rollwright")))
+    assert body == {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop"},
+                    "data": {"password": "djE="}}
 
 
 def test_finding4_workflow_ids_are_unambiguous() -> None:
