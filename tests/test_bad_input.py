@@ -243,7 +243,8 @@ def _registry_state(registry: str) -> dict[str, Any]:
     catalog = httpx.get(f"http://{registry}/v2/_catalog?n=1000").json()["repositories"]
     tags = httpx.get(f"http://{registry}/v2/rollwright-test/{APP}/tags/list").json().get("tags") \
         if f"rollwright-test/{APP}" in catalog else None
-    return {"catalog": sorted(catalog), "tags": sorted(tags or [])}
+    # Only this app's repository: other sessions push to the shared registry concurrently.
+    return {"repository": f"rollwright-test/{APP}" in catalog, "tags": sorted(tags or [])}
 
 
 @pytest.fixture(scope="module")
