@@ -53,6 +53,13 @@ class Settings(BaseSettings):
             raise ValueError("must be host:port")
         return v
 
+    @field_validator("temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca", "temporal_tls_server_name",
+                     "codec_keys", "codec_keys_file", "codec_key_id", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        # docker compose passes `${VAR:-}` as an empty string; Path("") would silently mean the current directory.
+        return None if v == "" else v
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, v: object) -> object:

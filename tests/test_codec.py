@@ -185,9 +185,9 @@ def clear_text(obj: Any) -> str:
     return "\n".join(out)
 
 
-def show(wid: str, *extra: str) -> dict[str, Any]:
+def show(wid: str, *extra: str, address: str = TEMPORAL_ADDRESS) -> dict[str, Any]:
     r = subprocess.run([str(BIN / "temporal"), "workflow", "show", "-w", wid, "-o", "json", "--address",
-                        TEMPORAL_ADDRESS, *extra], capture_output=True, text=True, timeout=120)
+                        address, *extra], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     doc: dict[str, Any] = json.loads(r.stdout)
     return doc

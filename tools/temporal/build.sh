@@ -4,7 +4,7 @@
 # Called by deploy/compose/images.sh (the compose stack's local images) and tests/test_temporal_tls.py.
 # Cache layout, outside the repo and keyed by version:
 #   $ROLLWRIGHT_CACHE/temporal/v<SERVER>/    temporal-server, temporal-sql-tool, schema/ (PostgreSQL, SQLite), config/
-#   $ROLLWRIGHT_CACHE/temporal-ui/v<UI>/     ui-server
+#   $ROLLWRIGHT_CACHE/temporal-ui/v<UI>/     ui-server, config/docker.yaml (the env-templated config)
 # Prints the two directories (server, then UI), one a line. Cold build: about 7 min (server) + 2 min (UI) on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,11 +30,13 @@ if [[ ! -x "$SOUT/temporal-server" || ! -x "$SOUT/temporal-sql-tool" || ! -d "$S
   rm -rf "$SOUT/schema" "$SOUT/config"; mv "$tmp"/* "$SOUT/"; rmdir "$tmp"
   echo "build: temporal server built in $(( $(date +%s) - start ))s" >&2
 fi
-if [[ ! -x "$UOUT/ui-server" ]]; then
+if [[ ! -x "$UOUT/ui-server" || ! -f "$UOUT/config/docker.yaml" ]]; then
   echo "build: temporal ui-server v$TEMPORAL_UI_VERSION missing in $UOUT, building" >&2
   start=$(date +%s)
   (cd ui && go build -mod=readonly -trimpath -ldflags "-s -w" -o "$UOUT/.ui-server.tmp" \
      github.com/temporalio/ui-server/v2/cmd/server)
+  src="$(cd ui && go list -m -f '{{.Dir}}' github.com/temporalio/ui-server/v2)"
+  mkdir -p "$UOUT/config"; cp "$src/config/docker.yaml" "$UOUT/config/docker.yaml"; chmod -R u+w,a+rX "$UOUT/config"
   mv "$UOUT/.ui-server.tmp" "$UOUT/ui-server"
   echo "build: ui-server built in $(( $(date +%s) - start ))s" >&2
 fi
