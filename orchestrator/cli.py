@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
@@ -76,10 +75,15 @@ def run(ctx: click.Context, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
             traceback.print_exc()
         msg = str(e) or type(e).__name__
         address = c.overrides.get("temporal_address") or os.environ.get("ROLLWRIGHT_TEMPORAL_ADDRESS", "127.0.0.1:7233")
-        if msg.startswith("Failed client connect"):  # the SDK's message carries a Rust error chain: keep its reason
-            reason = re.search(r'message: "([^"]+)"', msg)
-            _fail(f"cannot connect to Temporal at {address}: {reason.group(1) if reason else msg}",
-                  "is the server running? set --address or ROLLWRIGHT_TEMPORAL_ADDRESS", EXIT_ERROR)
+        if msg.startswith("Failed client connect"):  # the SDK's message carries a Rust error chain: explain it
+            from orchestrator.connect import explain_connect_error
+
+            try:
+                settings: Settings | None = c.settings()
+            except ConfigError:
+                settings = None
+            reason, hint = explain_connect_error(msg, settings)
+            _fail(f"cannot connect to Temporal at {address}: {reason}", hint, EXIT_ERROR)
         hint = None
         if "connect" in msg.lower() or "transport" in msg.lower():
             hint = f"is Temporal reachable at {address}?"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -66,6 +67,29 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
             client_cert=settings.temporal_tls_cert.read_bytes() if settings.temporal_tls_cert else None,
             client_private_key=settings.temporal_tls_key.read_bytes() if settings.temporal_tls_key else None)
     return bool(settings.temporal_api_key)
+
+
+def explain_connect_error(msg: str, settings: Settings | None = None) -> tuple[str, str]:
+    """(reason, hint) for an SDK "Failed client connect" message, whose Rust error chain is unreadable as is.
+
+    Used by the CLI (one error line) and the worker (``/readyz`` body)."""
+    ca = str(settings.temporal_tls_ca) if settings and settings.temporal_tls_ca else "the system CA bundle"
+    cert = re.search(r"InvalidCertificate\((\w+)", msg)
+    if cert:
+        kind = cert.group(1)
+        if kind == "UnknownIssuer":
+            return (f"TLS: the server's certificate is not signed by a CA in {ca} (InvalidCertificate UnknownIssuer)",
+                    "point ROLLWRIGHT_TEMPORAL_TLS_CA at the CA that issued the server's certificate")
+        if kind.startswith("NotValidForName"):
+            return ("TLS: the server's certificate is not valid for this address (InvalidCertificate NotValidForName)",
+                    "set ROLLWRIGHT_TEMPORAL_TLS_SERVER_NAME to a name in the certificate")
+        return f"TLS: the server's certificate was rejected ({kind})", "check the ROLLWRIGHT_TEMPORAL_TLS_* settings"
+    if "InvalidContentType" in msg or "CorruptMessage" in msg:
+        return ("TLS handshake failed: the server does not speak TLS on this port",
+                "unset ROLLWRIGHT_TEMPORAL_TLS_CA/CERT, or use the server's TLS port")
+    reason = re.search(r'message: "([^"]+)"', msg)
+    return (reason.group(1) if reason else msg,
+            "is the server running? set --address or ROLLWRIGHT_TEMPORAL_ADDRESS")
 
 
 async def connect(settings: Settings, *, runtime: Runtime | None = None, tracing: bool = True) -> Client:
