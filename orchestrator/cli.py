@@ -82,8 +82,8 @@ def run(ctx: click.Context, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
                 settings: Settings | None = c.settings()
             except ConfigError:
                 settings = None
-            reason, hint = explain_connect_error(msg, settings)
-            _fail(f"cannot connect to Temporal at {address}: {reason}", hint, EXIT_ERROR)
+            reason, why = explain_connect_error(msg, settings)
+            _fail(f"cannot connect to Temporal at {address}: {reason}", why, EXIT_ERROR)
         hint = None
         if "connect" in msg.lower() or "transport" in msg.lower():
             hint = f"is Temporal reachable at {address}?"
