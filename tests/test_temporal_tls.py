@@ -90,12 +90,14 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     root = d / "root"
     (root / "config").mkdir(parents=True)
     shutil.copytree(server_dir / "config/dynamicconfig", root / "config/dynamicconfig")
-    (root / "config/tls.yaml").write_text(yaml.safe_dump(server_config(server_dir, d, ports)))
+    cfg = server_config(server_dir, d, ports)
+    cfg["dynamicConfigClient"]["filepath"] = str(root / "config/dynamicconfig/development-sql.yaml")
+    (root / "config/tls.yaml").write_text(yaml.safe_dump(cfg))
     log = STATE / "logs" / f"temporal-tls-{ports['frontend']}.log"
     with open(log, "ab") as fh:
         proc = subprocess.Popen([str(server_dir / "temporal-server"), "--root", str(root), "--config", "config",
                                  "--env", "tls", "--allow-no-auth", "start"], stdout=fh, stderr=fh,
-                                start_new_session=True)
+                                cwd=root, start_new_session=True)
     address = f"127.0.0.1:{ports['frontend']}"
     tls_args = ["--address", address, "--tls-ca-path", str(d / "ca.pem")]
     try:
@@ -107,7 +109,8 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
                         *tls_args], check=True, capture_output=True)
         yield {"address": address, "ca": d / "ca.pem", "other_ca": d / "other-ca.pem", "tls_args": tls_args}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
@@ -124,7 +127,7 @@ def test_cli_and_worker_over_tls_and_a_wrong_ca_fails_clearly(tls_server: dict[s
     # The server's certificate is for localhost/127.0.0.1: verified, not skipped.
     r = cli("setup", env=env, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert set(SEARCH_ATTRIBUTES) <= set(r.stdout.split(": ", 1)[1].split(", "))
+    assert set(SEARCH_ATTRIBUTES) <= set(r.stdout.strip().split(": ", 1)[1].split(", "))
 
     # A worker over TLS, and a rollout started and followed by the CLI over TLS. The namespace cache picks up the
     # new search attributes within ~10 s: until then the server rejects starts that set them (retried here).
