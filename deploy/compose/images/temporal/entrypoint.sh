@@ -56,7 +56,7 @@ fi
     name=${sa%%=*}
     if ! echo "$have" | grep -qw "$name"; then
       temporal operator search-attribute create --namespace "$ns" --name "$name" --type "${sa#*=}" \
-        --address "$addr" -y >/dev/null
+        --address "$addr" >/dev/null
       added=1
     fi
   done
