@@ -46,23 +46,27 @@ fi
 # Namespace and search attributes in the background, once the frontend answers; the server itself is exec'd
 # so `docker stop`'s SIGTERM reaches it directly (graceful shutdown, no wrapper in between).
 (
+  set +e   # retried below, never fatal: a failure here shows as "unhealthy" with the reason in the log
   addr=$(local_addr)
-  until temporal operator cluster health --address "$addr" >/dev/null 2>&1; do sleep 1; done
-  temporal operator namespace describe --namespace "$ns" --address "$addr" >/dev/null 2>&1 \
-    || temporal operator namespace create --namespace "$ns" --retention "${DEFAULT_NAMESPACE_RETENTION:-72h}" --address "$addr"
-  have=$(temporal operator search-attribute list --namespace "$ns" --address "$addr" 2>/dev/null || true)
-  added=0
+  t="--address $addr --namespace $ns"
+  retry() { n=0; until "$@"; do n=$((n + 1)); [ $n -lt 90 ] || return 1; sleep 2; done; }
+  retry temporal operator cluster health --address "$addr" >/dev/null 2>&1
+  temporal operator namespace describe $t >/dev/null 2>&1 \
+    || retry temporal operator namespace create $t --retention "${DEFAULT_NAMESPACE_RETENTION:-72h}"
+  # A namespace just created reaches the frontend's namespace cache a few seconds later.
+  retry temporal operator search-attribute list $t >/dev/null 2>&1
+  have=$(temporal operator search-attribute list $t)
+  query=""
   for sa in $(sa_list); do
-    name=${sa%%=*}
-    if ! echo "$have" | grep -qw "$name"; then
-      temporal operator search-attribute create --namespace "$ns" --name "$name" --type "${sa#*=}" \
-        --address "$addr" >/dev/null
-      added=1
-    fi
+    name=${sa%%=*}; type=${sa#*=}
+    echo "$have" | grep -qw "$name" || retry temporal operator search-attribute create $t --name "$name" --type "$type" >/dev/null
+    case $type in Int|Double) cond="$name = 0" ;; Bool) cond="$name = false" ;; *) cond="$name = 'x'" ;; esac
+    query="${query:+$query AND }$cond"
   done
-  # A new search attribute reaches the frontend's namespace cache ~10 s later (until then a start that sets it is
-  # rejected: "no mapping defined for search attribute"). Not healthy before that.
-  [ $added = 0 ] || sleep "${SEARCH_ATTRIBUTE_PROPAGATION_SECONDS:-15}"
+  # New search attributes reach the namespace cache seconds later; until then a start that sets one is rejected
+  # ("no mapping defined for search attribute"). A visibility query naming all of them validates the same mapping.
+  retry temporal workflow list $t --query "$query" --limit 1 >/dev/null 2>&1 \
+    || { echo "temporal-entrypoint: search attributes never became queryable" >&2; exit 1; }
   echo "TEMPORAL_BROADCAST_ADDRESS=$TEMPORAL_BROADCAST_ADDRESS" > "$ready"
   echo "temporal-entrypoint: namespace $ns and search attributes ready" >&2
 ) &
