@@ -214,7 +214,7 @@ def test_up_wait_then_a_cli_rollout_visible_in_ui_and_visibility_query(
         json.loads(raw.stdout))
     decoded = project.temporal("workflow", "show", "-w", wid, "-o", "json", "--codec-endpoint",
                                project.env["TEMPORAL_CODEC_ENDPOINT"])
-    assert decoded.returncode == 0 and namespace in decoded.stdout, decoded.stderr
+    assert decoded.returncode == 0 and namespace in clear_text(json.loads(decoded.stdout)), decoded.stderr
     project.env["FIRST_WID"] = wid
 
 

@@ -19,4 +19,7 @@ for db in temporal temporal_visibility; do
   docker compose "$@" exec -T postgresql pg_restore -U "$user" --no-owner --exit-on-error -d "$db" < "$in/$db.dump"
   echo "restore: $db restored" >&2
 done
+# Membership rows are runtime state of the old cluster's hosts (their IPs, heartbeats): drop them, or the new
+# server waits for those hosts to expire before it owns its history shards.
+docker compose "$@" exec -T postgresql psql -U "$user" -d temporal -qc "DELETE FROM cluster_membership"
 docker compose "$@" up -d --wait

@@ -15,7 +15,12 @@ local_addr() { echo "${TEMPORAL_BROADCAST_ADDRESS}:${FRONTEND_GRPC_PORT:-7233}";
 if [ "${1:-start}" = health ]; then
   [ -f "$ready" ] || exit 1
   . "$ready"   # TEMPORAL_BROADCAST_ADDRESS of this container
-  exec temporal operator namespace describe --namespace "$ns" --address "$(local_addr)" >/dev/null
+  temporal operator namespace describe --namespace "$ns" --address "$(local_addr)" >/dev/null || exit 1
+  # The history service owns its shards too (after a restart or a restore it takes a while to acquire them; until
+  # then calls fail with "Not enough hosts to serve the request"): a lookup that reaches a shard must say not found.
+  temporal workflow describe --namespace "$ns" --address "$(local_addr)" -w temporal-healthcheck-probe 2>&1 \
+    | grep -q "not found"
+  exit $?
 fi
 [ "${1:-start}" = start ] || exec "$@"
 
