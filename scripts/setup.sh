@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-system.sh
 bash tools/k8s/build.sh >/dev/null
+bash tools/temporal/build.sh >/dev/null  # real Temporal server + UI server: compose stack, TLS test
 bash scripts/install-python.sh

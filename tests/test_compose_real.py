@@ -32,7 +32,8 @@ import yaml
 from tests.helpers import BIN, ROOT, cli, configmap, deployment, free_port, wait_until, write_release
 from tests.test_codec import clear_text
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# Cold, the fixtures build Go binaries and images (scripts/setup.sh normally did the Go part already).
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 LOCAL_ENV = ROOT / "deploy/compose/local.env"
 HOST_NET = ROOT / "deploy/compose/host-network.yaml"

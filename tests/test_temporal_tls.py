@@ -36,7 +36,8 @@ from tests.helpers import (
     write_release,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# Cold, the fixtures build Go binaries and images (scripts/setup.sh normally did the Go part already).
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def openssl(*args: str, cwd: Path) -> None:
