@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -31,6 +32,7 @@ import yaml
 
 from tests.helpers import BIN, ROOT, cli, configmap, deployment, free_port, wait_until, write_release
 from tests.test_codec import clear_text
+from tests.test_web_ui import Chromium
 
 # Cold, the fixtures build Go binaries and images (scripts/setup.sh normally did the Go part already).
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -192,7 +194,7 @@ def _start(env: dict[str, str], spec: Path) -> str:
     raise AssertionError(r.stderr)
 
 
-def test_up_wait_then_a_cli_rollout_visible_in_ui_and_visibility_query(
+async def test_up_wait_then_a_cli_rollout_visible_in_ui_and_visibility_query(
         project: Project, cli_env: dict[str, str], namespace: str, registry: str, releases: Path) -> None:
     env = project.cli_env(cli_env)
     app, spec = _release(releases, namespace, registry)
@@ -216,6 +218,16 @@ def test_up_wait_then_a_cli_rollout_visible_in_ui_and_visibility_query(
     decoded = project.temporal("workflow", "show", "-w", wid, "-o", "json", "--codec-endpoint",
                                project.env["TEMPORAL_CODEC_ENDPOINT"])
     assert decoded.returncode == 0 and namespace in clear_text(json.loads(decoded.stdout)), decoded.stderr
+    # In a real browser: the compose UI shows the run, its input decoded through the compose codec server.
+    b = Chromium()
+    try:
+        await b.connect()
+        await b.open(f"{project.ui}/namespaces/default/workflows/{quote(wid)}")
+        await b.wait_text(lambda t: wid in t and "COMPLETED" in t.upper() and namespace in t,
+                          "the run with its decoded input (namespace) on the compose UI")
+        await b.screenshot("compose-real-ui-run.png")
+    finally:
+        await b.close()
     project.env["FIRST_WID"] = wid
 
 
