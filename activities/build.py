@@ -12,6 +12,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.bundles import context_fileobj, local_spec
 from activities.clients import Clients
 from activities.registry import manifest_digest
 from activities.source import context_dir
@@ -48,10 +49,13 @@ class BuildActivities:
         img = spec.image
         assert img is not None
         ref = f"{img.repository}:{tag}"
-        log.info("building %s from %s", ref, context_dir(spec))
+        local_spec(spec)  # refuses a path release on a worker that does not allow them
+        ctx = context_fileobj(spec)  # a bundle's context blob goes to the engine as it is, never extracted
+        log.info("building %s from %s", ref, spec.bundle or context_dir(spec))
+        where = {"fileobj": ctx, "custom_context": True, "encoding": "gzip"} if ctx else {"path": str(context_dir(spec))}
         image_id = None
         try:
-            for chunk in self.c.docker.api.build(path=str(context_dir(spec)), dockerfile=img.dockerfile, tag=ref,
+            for chunk in self.c.docker.api.build(**where, dockerfile=img.dockerfile, tag=ref,
                                                  buildargs=img.build_args or None, target=img.target, rm=True,
                                                  forcerm=True, decode=True):
                 if "error" in chunk:
@@ -69,6 +73,9 @@ class BuildActivities:
                 raise ApplicationError(f"docker build {ref}: {e.explanation}", type="BuildFailed",
                                        non_retryable=True) from None
             raise
+        finally:
+            if ctx:
+                ctx.close()
         return image_id or self.c.docker.images.get(ref).id
 
     @activity.defn(name="push_image")

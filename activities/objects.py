@@ -12,6 +12,7 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
+from activities.bundles import local_spec
 from activities.errors import invalid_release
 from activities.kube import Kube
 from activities.revisions import decode, list_records
@@ -27,6 +28,7 @@ def release_objects(spec: ReleaseSpec, kube: Kube, image: str | None,
         payload = recorded_payload(spec, kube, spec.from_revision)
         objs = payload["objects"]
         return objs, "sha256:" + hashlib.sha256(json.dumps(objs, sort_keys=True).encode()).hexdigest()
+    spec = local_spec(spec)  # the bundle's files from the verified cache; refuses input paths
     try:
         ms = load_manifests(spec)
     except ReleaseError as e:

@@ -10,44 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
-from docker.utils.build import exclude_paths
-
-from orchestrator.loader import ReleaseError
+from orchestrator.bundle import build_files, check_context, context_dir
 from orchestrator.spec import ImageSpec, ReleaseSpec
 
-
-def context_dir(spec: ReleaseSpec) -> Path:
-    assert spec.image is not None
-    p = Path(spec.image.context)
-    return p if p.is_absolute() else Path(spec.base_dir) / p
-
-
-def check_context(spec: ReleaseSpec) -> Path:
-    ctx = context_dir(spec)
-    if not ctx.is_dir():
-        raise ReleaseError(str(ctx), "build context directory not found", field="image.context")
-    if not (ctx / spec.image.dockerfile).is_file():  # type: ignore[union-attr]
-        raise ReleaseError(str(ctx / spec.image.dockerfile), "Dockerfile not found",  # type: ignore[union-attr]
-                           field="image.dockerfile")
-    return ctx
-
-
-def build_files(ctx: Path, dockerfile: str) -> list[str]:
-    """Exactly the files ``docker build`` would receive: the context minus what .dockerignore excludes."""
-    ignore = ctx / ".dockerignore"
-    patterns = [ln.strip() for ln in ignore.read_text().splitlines() if ln.strip() and not ln.startswith("#")] \
-        if ignore.is_file() else []
-    patterns.append(".git")  # never part of the image, whatever .dockerignore says
-    files = exclude_paths(str(ctx), patterns, dockerfile=dockerfile)
-    return sorted(f for f in files if (ctx / f).is_file() or (ctx / f).is_symlink())
+__all__ = ["build_files", "check_context", "context_dir", "source_tag"]
 
 
 def source_tag(spec: ReleaseSpec) -> str:
     img: ImageSpec = spec.image  # type: ignore[assignment]
     if img.tag:
         return img.tag
+    from activities.bundles import context_digest, local_spec
+
+    local_spec(spec)  # refuses a path release on a worker that does not allow them
+    layer = context_digest(spec)
+    if layer is not None:
+        # The context layer is deterministic (orchestrator.bundle), so its digest is the content hash.
+        key = f"{layer}|{img.dockerfile}|{sorted(img.build_args.items())}|{img.target}"
+        return "src-" + hashlib.sha256(key.encode()).hexdigest()[:12]
     ctx = check_context(spec)
     h = hashlib.sha256()
     for rel in build_files(ctx, img.dockerfile):

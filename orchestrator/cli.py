@@ -200,6 +200,60 @@ def codec_server(ctx: click.Context, host: str, port: int, cors_origins: tuple[s
 
 
 @main.group()
+def bundle() -> None:
+    """Release bundles: a release's spec, manifests and build context as an OCI artifact."""
+
+
+@bundle.command("push")
+@click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False), help="release spec (YAML/JSON)")
+@click.option("--repository", envvar="ROLLWRIGHT_BUNDLE_REPOSITORY",
+              help="registry/repo (default <image registry>/rollwright-bundles/<app>)")
+@output_opt
+@click.pass_context
+def bundle_push(ctx: click.Context, path: str, repository: str | None, output: str) -> None:
+    """Pack and push the release in FILE; prints the workflow input (spec + bundle reference)."""
+    from orchestrator.client import push_bundle, validate_locally
+
+    async def go() -> None:
+        spec = load_spec(path)
+        validate_locally(spec)
+        pushed = await asyncio.to_thread(push_bundle, spec, repository)
+        data = pushed.model_dump(mode="json", exclude_defaults=True, exclude={"base_dir"})
+        emit({"bundle": pushed.bundle, "input": data}, output,
+             lambda: click.echo(f"{pushed.bundle}\ninput: {json.dumps(data, separators=(',', ':'))}"))
+
+    run(ctx, go)
+
+
+@bundle.command("inspect")
+@click.argument("reference")
+@output_opt
+@click.pass_context
+def bundle_inspect(ctx: click.Context, reference: str, output: str) -> None:
+    """Show a bundle's manifest, spec and files; fetched by digest and verified."""
+    from orchestrator import bundle as b
+
+    async def go() -> None:
+        try:
+            info = await asyncio.to_thread(b.inspect, reference)
+        except b.BundleError as e:
+            _fail(str(e), None, EXIT_NOT_FOUND if "not found" in str(e) else EXIT_INVALID)
+            return
+
+        def text() -> None:
+            click.echo(f"bundle {reference}")
+            click.echo(f"spec: {json.dumps(info['config']['spec'], separators=(',', ':'))}")
+            for mt, files in info["files"].items():
+                click.echo(f"{mt}: {len(files)} files")
+                for f in files:
+                    click.echo(f"  {f}")
+
+        emit(info, output, text)
+
+    run(ctx, go)
+
+
+@main.group()
 def rollout() -> None:
     """Start, follow and steer rollouts."""
 

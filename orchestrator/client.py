@@ -13,6 +13,7 @@ Errors (all carry structured fields)::
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,10 +79,22 @@ def validate_locally(spec: ReleaseSpec) -> list[str]:
         return []
     objects = [f"{m.kind}/{m.name}" for m in load_manifests(spec)]
     if spec.image is not None:
-        from activities.source import check_context  # local file checks only
+        from orchestrator.bundle import check_context  # local file checks only
 
         check_context(spec)
     return objects
+
+
+def push_bundle(spec: ReleaseSpec, repository: str | None = None) -> ReleaseSpec:
+    """Packs the release's files into a bundle, pushes it, and returns the spec the workflow gets: the bundle
+    reference instead of paths (``base_dir`` reset, so no path of this machine reaches the worker). Raises
+    ReleaseError (exit 2) for a limit or a missing file before anything is pushed."""
+    from orchestrator import bundle
+
+    packed = bundle.pack(spec)
+    with bundle.Registry(repository or bundle.default_repository(spec)) as reg:
+        ref = reg.push(packed)
+    return spec.model_copy(update={"bundle": ref, "base_dir": "."})
 
 
 class RolloutClient:
@@ -95,6 +108,8 @@ class RolloutClient:
     async def start(self, spec: ReleaseSpec, *, validate: bool = True) -> WorkflowHandle[Any, Any]:
         """Starts a rollout; refuses with RolloutAlreadyRunning while one runs for the same app/environment."""
         objects = validate_locally(spec) if validate else []
+        if spec.bundle is None and spec.from_revision is None:
+            spec = await asyncio.to_thread(push_bundle, spec)
         wid = workflow_id(spec.app, spec.environment)
         legacy = await self._legacy_running(spec.app, spec.environment)
         if legacy is not None:  # started by a pre-0.2 client under the old ID: it still holds the lock
@@ -102,7 +117,7 @@ class RolloutClient:
         repo = spec.image.repository if spec.image else "manifests only"
         summary = f"{spec.app} → {spec.environment}: {repo}" + (
             f" (rollback to revision {spec.from_revision})" if spec.from_revision else "")
-        details = "\n".join([f"namespace: `{spec.namespace}`", "", "objects:"] + [f"- `{o}`" for o in objects]
+        details = "\n".join([f"namespace: `{spec.namespace}`", f"bundle: `{spec.bundle}`", "", "objects:"] + [f"- `{o}`" for o in objects]
                             + ["", "manifests:"] + [f"- `{m}`" for m in spec.manifests])
         try:
             return await self.client.start_workflow(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # workflow ID and revision record names are always valid object names.
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DnsLabel = Annotated[str, Field(pattern=_DNS_LABEL, min_length=1, max_length=40)]
+_BUNDLE = r"^[a-zA-Z0-9.-]+(:[0-9]+)?/[a-z0-9]+([._/-][a-z0-9]+)*@sha256:[0-9a-f]{64}$"
 _REPO = re.compile(r"^(?P<registry>[a-zA-Z0-9.-]+(:[0-9]+)?)/(?P<path>[a-z0-9]+([._/-][a-z0-9]+)*)$")
 
 
@@ -27,7 +28,7 @@ class _Model(BaseModel):
 class ImageSpec(_Model):
     """How to build and where to push the release's image."""
 
-    context: str = Field(description="build context directory, relative to the spec file")
+    context: str = Field(".", description="build context directory, relative to the spec file (unused with a bundle)")
     dockerfile: str = Field("Dockerfile", description="path inside the context")
     repository: str = Field(description="registry/repo, e.g. 127.0.0.1:5000/shop")
     tag: str | None = Field(None, description="defaults to src-<content hash of the context>")
@@ -120,10 +121,13 @@ class ReleaseSpec(_Model):
     # Set by `rollwright rollback`: redeploy a recorded revision instead of building from source.
     from_revision: int | None = Field(None, ge=1)
     initiator: str | None = Field(None, max_length=200)
+    # The release's files as an immutable OCI artifact (orchestrator.bundle). Set, the worker fetches manifests and
+    # build context by this digest and ignores base_dir, manifests and image.context.
+    bundle: str | None = Field(None, pattern=_BUNDLE, description="registry/repository@sha256:<64 hex>")
 
     @model_validator(mode="after")
     def _has_content(self) -> ReleaseSpec:
-        if not self.manifests and self.from_revision is None:
+        if not self.manifests and self.from_revision is None and self.bundle is None:
             raise ValueError("manifests: at least one file or directory is required")
         return self
 
