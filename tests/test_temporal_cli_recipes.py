@@ -24,7 +24,7 @@ import pytest
 from kubernetes import client as k8s
 from temporalio.client import Client
 
-from orchestrator.client import RolloutClient
+from orchestrator.client import RolloutClient, push_bundle
 from orchestrator.loader import load_spec
 from orchestrator.models import Outcome, RolloutStatus
 from orchestrator.spec import Abort, Approval, ReleaseSpec
@@ -133,8 +133,12 @@ def poll_status(argv: list[str], env: dict[str, str], pred: Any, what: str, time
 
 
 def release_input(spec_path: Path) -> str:
-    """What an operator passes as --input: the release spec as JSON, base_dir absolute (as the loader sets it)."""
-    return json.dumps(load_spec(spec_path).model_dump(mode="json", exclude_defaults=True))
+    """What an operator passes as --input: the spec plus the reference `rollwright bundle push` printed. No
+    base_dir: the worker reads nothing of this machine's disk, only the bundle, by digest."""
+    pushed = push_bundle(load_spec(spec_path))
+    data = pushed.model_dump(mode="json", exclude_defaults=True, exclude={"base_dir"})
+    assert data["bundle"].split("@")[1].startswith("sha256:") and "base_dir" not in data
+    return json.dumps(data)
 
 
 def list_conditions(query: str) -> dict[str, str]:
@@ -160,6 +164,7 @@ def test_readme_has_every_recipe_and_only_ones_this_test_runs() -> None:
     assert "--fail-existing" in start
     spec = ReleaseSpec.model_validate_json(opt(start, "--input") or "")  # the documented input is a valid release
     assert (spec.app, spec.environment) == (APP, ENV) and opt(start, "--workflow-id") == WID
+    assert spec.bundle and spec.base_dir == ".", "the documented start passes a bundle, not a path on the worker"
     assert Abort.model_validate_json(opt(one("signal:abort"), "--input") or "").reason
     appr = Approval.model_validate_json(opt(one("update:approve"), "--input") or "")
     assert appr.approver and appr.comment
