@@ -24,7 +24,7 @@ from temporalio.client import Client
 
 from activities.kube import Kube
 from orchestrator import FIELD_MANAGER, workflow_id
-from orchestrator.client import RolloutClient
+from orchestrator.client import RolloutClient, push_bundle
 from orchestrator.loader import load_spec
 from orchestrator.models import Outcome, RolloutResult
 from tests.bomb import alias_bomb
@@ -87,7 +87,8 @@ def _start_plain(spec_path: Path, cli_env: dict[str, str], task_queue: str) -> s
     """Starts a rollout with the plain temporal CLI, bypassing the Rollwright client's local validation, so the
     worker itself meets the input."""
     spec = yaml.safe_load(spec_path.read_text())
-    spec.setdefault("base_dir", str(spec_path.parent))
+    # The files travel as a release bundle (packing reads them but does not parse them): the worker meets them.
+    spec["bundle"] = push_bundle(load_spec(spec_path)).bundle
     wid = workflow_id(spec["app"], spec["environment"])
     r = temporal_cli("workflow", "start", "--type", "RolloutWorkflow", "--task-queue", task_queue, "--workflow-id",
                      wid, "--input", json.dumps(spec), env=cli_env)
