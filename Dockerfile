@@ -13,6 +13,8 @@ COPY pyproject.toml README* ./
 # itself) then reuses this layer instead of reinstalling everything from the index.
 RUN /opt/venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
  && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+COPY contract ./contract
+COPY releases ./releases
 COPY orchestrator ./orchestrator
 COPY workflows ./workflows
 COPY activities ./activities

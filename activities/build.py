@@ -16,8 +16,8 @@ from activities.bundles import context_fileobj, local_spec
 from activities.clients import Clients
 from activities.registry import manifest_digest
 from activities.source import context_dir
-from orchestrator.models import BuildInput, BuildResult, PushInput, PushResult
-from orchestrator.spec import ReleaseSpec
+from contract.models import BuildInput, BuildResult, PushInput, PushResult
+from contract.spec import ReleaseSpec
 
 log = activity.logger
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
-from orchestrator import bundle as b
-from orchestrator.spec import ReleaseSpec
+from contract.spec import ReleaseSpec
+from releases import bundle as b
 
 _lock = threading.Lock()
 

@@ -20,7 +20,7 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.kube import KubeFactory
-from orchestrator.models import ProgressReport
+from contract.models import ProgressReport
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import json
 from kubernetes.client.exceptions import ApiException
 from temporalio.exceptions import ApplicationError
 
-from orchestrator.loader import ReleaseError
+from releases.loader import ReleaseError
 
 
 def invalid_release(e: ReleaseError) -> ApplicationError:

@@ -20,8 +20,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.clients import Clients
-from orchestrator.models import HealthInput, HealthResult, ProgressReport
-from orchestrator.spec import HttpCheck
+from contract.models import HealthInput, HealthResult, ProgressReport
+from contract.spec import HttpCheck
 
 log = activity.logger
 

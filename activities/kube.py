@@ -1,5 +1,5 @@
 """A thin Kubernetes REST layer for activities: server-side apply, get, delete and list for any kind in
-``orchestrator.kinds``, on top of the official client's ``ApiClient``.
+``contract.kinds``, on top of the official client's ``ApiClient``.
 
 Called by ``activities.prepare``, ``activities.apply``, ``activities.revisions``, ``activities.rollback`` and
 ``activities.readiness``. Generic paths instead of the typed APIs keep apply uniform across kinds, and avoid
@@ -16,9 +16,9 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from orchestrator import FIELD_MANAGER
-from orchestrator.kinds import KINDS
-from orchestrator.models import ObjectRef
+from contract import FIELD_MANAGER
+from contract.kinds import KINDS
+from contract.models import ObjectRef
 
 
 def path_for(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:

@@ -16,8 +16,8 @@ from activities.bundles import local_spec
 from activities.errors import invalid_release
 from activities.kube import Kube
 from activities.revisions import decode, list_records
-from orchestrator.loader import ReleaseError, load_manifests, manifests_digest, render
-from orchestrator.spec import ReleaseSpec
+from contract.spec import ReleaseSpec
+from releases.loader import ReleaseError, load_manifests, manifests_digest, render
 
 
 def release_objects(spec: ReleaseSpec, kube: Kube, image: str | None,

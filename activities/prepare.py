@@ -21,9 +21,9 @@ from activities.errors import api_message, from_api, invalid_release, is_invalid
 from activities.kube import Kube, ref_of
 from activities.objects import release_objects
 from activities.source import source_tag
-from orchestrator.kinds import WORKLOAD_KINDS
-from orchestrator.loader import ReleaseError, count_pinned
-from orchestrator.models import PrepareInput, ReleasePlan
+from contract.kinds import WORKLOAD_KINDS
+from contract.models import PrepareInput, ReleasePlan
+from releases.loader import ReleaseError, count_pinned
 
 
 class PrepareActivities:

@@ -25,7 +25,7 @@ from activities.clients import Clients
 from activities.errors import from_api
 from activities.kube import Kube
 from activities.readiness_rules import Tracker
-from orchestrator.models import ProgressReport, WaitInput, WaitResult, WorkloadStatus
+from contract.models import ProgressReport, WaitInput, WaitResult, WorkloadStatus
 
 log = activity.logger
 

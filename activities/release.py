@@ -19,9 +19,9 @@ from activities.clients import Clients
 from activities.errors import from_api
 from activities.kube import Kube, ref_of
 from activities.objects import check_digest, recorded_payload, release_objects
-from orchestrator import FIELD_MANAGER
-from orchestrator.kinds import KINDS, WORKLOAD_KINDS
-from orchestrator.models import (
+from contract import FIELD_MANAGER
+from contract.kinds import KINDS, WORKLOAD_KINDS
+from contract.models import (
     ApplyInput,
     FinalizeInput,
     ObjectRef,
@@ -101,7 +101,7 @@ class ReleaseActivities:
         kube = self.c.kube(spec.kube_context)
         payload = _payload(kube, inp.revision)
         done = []
-        for o in payload["objects"]:  # already in dependency order (see orchestrator.kinds)
+        for o in payload["objects"]:  # already in dependency order (see contract.kinds)
             activity.heartbeat(str(ref_of(o)))
             try:
                 kube.apply(o, dry_run=inp.dry_run)

@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from activities.kube import Kube
-from orchestrator.models import ObjectRef, RevisionStatus
+from contract.models import ObjectRef, RevisionStatus
 
 RECORD_TYPE = "rollwright.io/release.v1"
 L_OWNER, L_APP, L_ENV = "owner", "rollwright.io/app", "rollwright.io/environment"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 
-from orchestrator.bundle import build_files, check_context, context_dir
-from orchestrator.spec import ImageSpec, ReleaseSpec
+from contract.spec import ImageSpec, ReleaseSpec
+from releases.bundle import build_files, check_context, context_dir
 
 __all__ = ["build_files", "check_context", "context_dir", "source_tag"]
 
@@ -26,7 +26,7 @@ def source_tag(spec: ReleaseSpec) -> str:
     local_spec(spec)  # refuses a path release on a worker that does not allow them
     layer = context_digest(spec)
     if layer is not None:
-        # The context layer is deterministic (orchestrator.bundle), so its digest is the content hash.
+        # The context layer is deterministic (releases.bundle), so its digest is the content hash.
         key = f"{layer}|{img.dockerfile}|{sorted(img.build_args.items())}|{img.target}"
         return "src-" + hashlib.sha256(key.encode()).hexdigest()[:12]
     ctx = check_context(spec)

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 import click
 
+from contract.models import Outcome, RolloutResult, Step
 from orchestrator import __version__, workflow_id
 from orchestrator.config import ConfigError, Settings, load_settings
-from orchestrator.loader import ReleaseError, load_spec
-from orchestrator.models import Outcome, RolloutResult, Step
+from releases.loader import ReleaseError, load_spec
 
 EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_ROLLED_BACK, EXIT_FAILED, EXIT_ABORTED, EXIT_RUNNING, EXIT_NOT_FOUND = range(8)
 OUTCOME_EXIT = {Outcome.SUCCEEDED: EXIT_OK, Outcome.ROLLED_BACK: EXIT_ROLLED_BACK, Outcome.FAILED: EXIT_FAILED,
@@ -231,7 +231,7 @@ def bundle_push(ctx: click.Context, path: str, repository: str | None, output: s
 @click.pass_context
 def bundle_inspect(ctx: click.Context, reference: str, output: str) -> None:
     """Show a bundle's manifest, spec and files; fetched by digest and verified."""
-    from orchestrator import bundle as b
+    from releases import bundle as b
 
     async def go() -> None:
         try:

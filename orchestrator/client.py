@@ -6,7 +6,7 @@ Errors (all carry structured fields)::
 
     OrchestratorError
     ├── ConfigError          (orchestrator.config)   bad ROLLWRIGHT_* value
-    ├── ReleaseError         (orchestrator.loader)   bad spec or manifest: file, document, field, reason
+    ├── ReleaseError         (releases.loader)   bad spec or manifest: file, document, field, reason
     ├── RolloutAlreadyRunning                        the app/environment lock is held: workflow_id, run_id
     └── RolloutNotFound                              no such rollout
 """
@@ -32,12 +32,12 @@ from temporalio.exceptions import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from contract.models import Outcome, RolloutResult, RolloutStatus
+from contract.spec import Abort, Approval, ReleaseSpec
 from orchestrator import WORKFLOW_TYPE, legacy_workflow_id, parse_workflow_id, workflow_id
 from orchestrator.config import Settings
 from orchestrator.connect import connect
-from orchestrator.loader import load_manifests
-from orchestrator.models import Outcome, RolloutResult, RolloutStatus
-from orchestrator.spec import Abort, Approval, ReleaseSpec
+from releases.loader import load_manifests
 from workflows.rollout import SA_APP, SA_ENV, SA_PHASE, RolloutWorkflow
 
 
@@ -79,7 +79,7 @@ def validate_locally(spec: ReleaseSpec) -> list[str]:
         return []
     objects = [f"{m.kind}/{m.name}" for m in load_manifests(spec)]
     if spec.image is not None:
-        from orchestrator.bundle import check_context  # local file checks only
+        from releases.bundle import check_context  # local file checks only
 
         check_context(spec)
     return objects
@@ -89,7 +89,7 @@ def push_bundle(spec: ReleaseSpec, repository: str | None = None) -> ReleaseSpec
     """Packs the release's files into a bundle, pushes it, and returns the spec the workflow gets: the bundle
     reference instead of paths (``base_dir`` reset, so no path of this machine reaches the worker). Raises
     ReleaseError (exit 2) for a limit or a missing file before anything is pushed."""
-    from orchestrator import bundle
+    from releases import bundle
 
     packed = bundle.pack(spec)
     with bundle.Registry(repository or bundle.default_repository(spec)) as reg:

@@ -11,9 +11,9 @@ from typing import Any
 
 from activities.kube import Kube
 from activities.revisions import L_APP, L_ENV, L_OWNER, L_REV, L_STATUS, decode, summary
+from contract.models import RevisionStatus
+from contract.spec import ReleaseSpec
 from orchestrator.client import RolloutNotFound
-from orchestrator.models import RevisionStatus
-from orchestrator.spec import ReleaseSpec
 
 
 def _records(app: str, env: str, namespace: str | None, kubeconfig: str | None) -> list[dict[str, Any]]:

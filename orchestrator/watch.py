@@ -21,8 +21,8 @@ import click
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from contract.models import HealthResult, Phase, RolloutResult, RolloutStatus, WorkloadStatus
 from orchestrator.client import RolloutClient, RolloutNotFound
-from orchestrator.models import HealthResult, Phase, RolloutResult, RolloutStatus, WorkloadStatus
 
 QUERY_TIMEOUT = 5.0  # a query waits for a worker; none polling (restart) must not stall the view for long
 

@@ -6,8 +6,8 @@ given, nothing else (``set_current_details`` costs no history event, so it can b
 
 from __future__ import annotations
 
-from orchestrator.models import RolloutStatus
-from orchestrator.spec import ReleaseSpec
+from contract.models import RolloutStatus
+from contract.spec import ReleaseSpec
 
 
 def render_details(spec: ReleaseSpec, s: RolloutStatus) -> str:

@@ -20,7 +20,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.models import (
+    from contract.models import (
         ApplyInput,
         BuildInput,
         BuildResult,
@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         WaitInput,
         WaitResult,
     )
-    from orchestrator.spec import Abort, Approval, ReleaseSpec
+    from contract.spec import Abort, Approval, ReleaseSpec
     from workflows.details import render_details
 
 SA_APP = SearchAttributeKey.for_keyword("RolloutApp")
