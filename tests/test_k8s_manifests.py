@@ -19,7 +19,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from activities.kube import Kube, ref_of
-from orchestrator.kinds import KINDS
+from contract.kinds import KINDS
 
 pytestmark = pytest.mark.e2e
 
@@ -172,6 +172,10 @@ def _allowed(authz: k8s.AuthorizationV1Api, sa: str, ns: str | None, verb: str, 
     return bool(authz.create_subject_access_review(review).status.allowed)
 
 
+def _group(api_version: str) -> str:
+    return api_version.split("/")[0] if "/" in api_version else ""
+
+
 @pytest.mark.parametrize("source", ["kustomize-dev", "helm-default"])
 def test_worker_service_account_can_do_its_job_and_nothing_more(source: str, kube: Kube, k8s_api: k8s.ApiClient,
                                                                 rbac_namespaces: tuple[str, str, str]) -> None:
@@ -188,22 +192,33 @@ def test_worker_service_account_can_do_its_job_and_nothing_more(source: str, kub
             kube.apply(o, manager=MANAGER)
         authz = k8s.AuthorizationV1Api(k8s_api)
         can = functools.partial(_allowed, authz, sa)
-        # What a rollout does in a managed namespace (apply, watch readiness, record revisions).
-        must = [(managed, "patch", "deployments", "apps"), (managed, "create", "deployments", "apps"),
-                (managed, "watch", "deployments", "apps"), (managed, "watch", "replicasets", "apps"),
-                (managed, "watch", "pods", ""), (managed, "list", "pods", ""), (managed, "create", "secrets", ""),
-                (managed, "get", "secrets", ""), (managed, "delete", "configmaps", ""),
-                (managed, "patch", "services", ""), (None, "get", "namespaces", "")]
+        # Every kind the loader accepts (contract/kinds.py), with the verbs apply, snapshot, rollback and prune use:
+        # namespaced kinds in a managed namespace, cluster-scoped ones cluster-wide. Iterating over the table means
+        # a kind added to the loader without RBAC fails here.
+        must = [(managed if info.namespaced else None, verb, info.plural, _group(info.api_versions[0]))
+                for info in KINDS.values() for verb in ("get", "create", "patch", "delete")]
+        # What the readiness wait and the revision records need on top.
+        must += [(managed, v, r, "apps") for r in ("deployments", "replicasets") for v in ("list", "watch")]
+        must += [(managed, "watch", "pods", ""), (managed, "list", "pods", ""), (managed, "list", "secrets", "")]
         missing = [m for m in must if not can(m[0], m[1], m[2], m[3])]
         assert not missing, f"{source}: the worker cannot {missing}"
-        # Least privilege: no reach outside the managed namespaces, nothing cluster-wide, no self-escalation.
-        must_not = [(other, "get", "secrets", ""), (other, "list", "secrets", ""), (other, "patch", "deployments", "apps"),
-                    (worker_ns, "get", "secrets", ""), (None, "list", "secrets", ""), (None, "delete", "nodes", ""),
-                    (None, "create", "namespaces", ""), (None, "delete", "namespaces", ""),
-                    (managed, "update", "pods", ""), (managed, "delete", "pods", ""),
-                    (managed, "patch", "replicasets", "apps"), (managed, "create", "rolebindings", "rbac.authorization.k8s.io"),
-                    (None, "create", "clusterrolebindings", "rbac.authorization.k8s.io"),
-                    (managed, "create", "pods/exec", "")]
+        # Least privilege: no reach outside the managed namespaces, no `update` (SSA patches), no watch on Secrets,
+        # no self-escalation verbs, nothing on pods but reading them.
+        must_not = [(other if info.namespaced else None, "update", info.plural, _group(info.api_versions[0]))
+                    for info in KINDS.values()]
+        must_not += [(other, v, info.plural, _group(info.api_versions[0])) for info in KINDS.values()
+                     if info.namespaced for v in ("get", "patch", "delete")]
+        must_not += [(managed, "update", info.plural, _group(info.api_versions[0])) for info in KINDS.values()
+                     if info.namespaced]
+        must_not += [(managed, "watch", "secrets", ""), (other, "list", "secrets", ""),
+                     (worker_ns, "get", "secrets", ""), (None, "list", "secrets", ""), (None, "delete", "nodes", ""),
+                     (managed, "update", "pods", ""), (managed, "delete", "pods", ""), (managed, "create", "pods", ""),
+                     (managed, "patch", "replicasets", "apps"), (managed, "create", "pods/exec", ""),
+                     (managed, "bind", "roles", "rbac.authorization.k8s.io"),
+                     (managed, "escalate", "roles", "rbac.authorization.k8s.io"),
+                     (None, "bind", "clusterroles", "rbac.authorization.k8s.io"),
+                     (None, "escalate", "clusterroles", "rbac.authorization.k8s.io"),
+                     (None, "impersonate", "serviceaccounts", "")]
         excess = [m for m in must_not if can(m[0], m[1], m[2], m[3])]
         assert not excess, f"{source}: the worker may {excess}"
     finally:
