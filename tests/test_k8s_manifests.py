@@ -247,3 +247,45 @@ def test_values_schema_rejects_bad_values(flag: str, where: str) -> None:
     assert r.returncode != 0 and r.stdout == "", r.stdout
     assert "values don't meet the specifications of the schema" in r.stderr, r.stderr
     assert where in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------------------------------------ NetworkPolicy
+# The local stack's CNI (the bridge plugin) does not enforce NetworkPolicies, so the policy is tested as an object:
+# a server dry run (test_every_object_passes_server_side_dry_run) and this table of what its rules allow.
+
+
+def _policy_allows(policy: dict[str, Any], direction: str, port: int, protocol: str = "TCP") -> bool:
+    """NetworkPolicy semantics for port-only rules: allowed if any rule lists the port (or has no ports)."""
+    assert direction.capitalize() in policy["spec"]["policyTypes"]
+    for rule in policy["spec"].get(direction, []):
+        assert "to" not in rule and "from" not in rule, "table test assumes port-only rules"
+        ports = rule.get("ports")
+        if not ports or any(p["port"] == port and p.get("protocol", "TCP") == protocol for p in ports):
+            return True
+    return False
+
+
+EGRESS_ALLOWED = [(7233, "TCP", "Temporal"), (443, "TCP", "apiserver Service / HTTPS registry"),
+                  (6443, "TCP", "apiserver after DNAT"), (5000, "TCP", "registry"), (80, "TCP", "health check"),
+                  (8080, "TCP", "health check after DNAT"), (53, "UDP", "DNS"), (53, "TCP", "DNS")]
+EGRESS_DENIED = [(22, "TCP"), (2379, "TCP"), (5432, "TCP"), (9090, "TCP"), (10250, "TCP"), (5000, "UDP")]
+
+
+@pytest.mark.parametrize("source", ["kustomize-dev", "kustomize-prod", "helm-default", "helm-prod"])
+def test_network_policy_allows_exactly_the_workers_destinations(source: str) -> None:
+    pols = [o for o in render(source) if o["kind"] == "NetworkPolicy"]
+    assert len(pols) == 1, source
+    pol = pols[0]
+    for port, proto, what in EGRESS_ALLOWED:
+        assert _policy_allows(pol, "egress", port, proto), f"{source}: egress to {what} ({port}/{proto}) blocked"
+    for port, proto in EGRESS_DENIED:
+        assert not _policy_allows(pol, "egress", port, proto), f"{source}: egress to {port}/{proto} allowed"
+    assert _policy_allows(pol, "ingress", 9090) and not _policy_allows(pol, "ingress", 7233)
+
+
+def test_network_policy_health_check_ports_are_configurable() -> None:
+    out = helm("template", "rw", str(CHART), "-n", "rollwright", "--kube-version", KUBE_VERSION,
+               "--set", "networkPolicy.healthCheckPorts={8443}")
+    assert out.returncode == 0, out.stderr
+    pol = next(o for o in _docs(out.stdout) if o["kind"] == "NetworkPolicy")
+    assert _policy_allows(pol, "egress", 8443) and not _policy_allows(pol, "egress", 8080)
