@@ -8,6 +8,7 @@ before anything is built, pushed or applied.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import httpx
@@ -40,6 +41,7 @@ class PrepareActivities:
         try:
             if building:
                 assert spec.image is not None
+                _check_engine()
                 tag = source_tag(spec)
                 image = f"{spec.image.repository}:{tag}"
             where: dict[tuple[str, str], str] = {}
@@ -108,6 +110,16 @@ class PrepareActivities:
 
 
 DRY_RUN_NAMESPACE = "rollwright-dry-run"
+
+
+def _check_engine() -> None:
+    """A worker deployed without a Docker engine (``ROLLWRIGHT_DOCKER_ENGINE=none``: the prod overlay's and the
+    chart's default) refuses a release that builds, before anything happens, instead of failing at the build."""
+    if os.environ.get("ROLLWRIGHT_DOCKER_ENGINE", "").lower() == "none":
+        raise ReleaseError("image", "this worker has no Docker engine (ROLLWRIGHT_DOCKER_ENGINE=none), so it cannot "
+                           "build the release's image: deploy manifests only (no `image:`, images pinned in the "
+                           "manifests), or run the build on a worker with an engine (DOCKER_HOST; README \"Builds "
+                           "from a worker in a pod\")", field="image")
 
 
 def _source(where: dict[tuple[str, str], str], o: dict[str, Any]) -> str:

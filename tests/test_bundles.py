@@ -206,3 +206,24 @@ async def test_rollout_reads_only_the_bundle(tmp_path: Path, temporal: Client, k
 def test_push_bundle_resets_base_dir(tmp_path: Path, registry: str) -> None:
     pushed = push_bundle(load_spec(_release(tmp_path, registry)))
     assert pushed.base_dir == "." and pushed.bundle and b.REF_RE.match(pushed.bundle)
+
+
+@pytest.mark.e2e
+@session_loop
+async def test_worker_without_engine_refuses_an_image_release_at_validation(
+        tmp_path: Path, temporal: Client, kubeconfig: Path, registry: str, namespace: str,
+        apps: k8s.AppsV1Api) -> None:
+    """The prod overlay's and chart's default (ROLLWRIGHT_DOCKER_ENGINE=none): exit-2 failure before any side effect."""
+    queue = f"rw-noengine-{uuid.uuid4().hex[:6]}"
+    w = WorkerProcess(queue, kubeconfig, name="noengine", extra_env={"ROLLWRIGHT_DOCKER_ENGINE": "none"})
+    w.start()
+    try:
+        app = f"ne-{uuid.uuid4().hex[:5]}"
+        spec_path = write_release(tmp_path, app=app, namespace=namespace, registry=registry, objects=[deployment(app)])
+        rc = RolloutClient(temporal, queue)
+        res = await rc.result(await rc.start(load_spec(spec_path)))
+        assert res.outcome == Outcome.FAILED and res.failed_step is not None and res.failed_step.value == "Validate"
+        assert res.error_type == "InvalidRelease" and "has no Docker engine" in (res.cause or ""), res
+        assert apps.list_namespaced_deployment(namespace).items == []
+    finally:
+        w.stop()

@@ -7,6 +7,7 @@ values. Run by the test suite; helm comes from tools/helm/build.sh, kubectl (kus
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -289,3 +290,44 @@ def test_network_policy_health_check_ports_are_configurable() -> None:
     assert out.returncode == 0, out.stderr
     pol = next(o for o in _docs(out.stdout) if o["kind"] == "NetworkPolicy")
     assert _policy_allows(pol, "egress", 8443) and not _policy_allows(pol, "egress", 8080)
+
+
+# ------------------------------------------------------------------------------------------------ Docker engine
+
+
+def _config(objs: tuple[dict[str, Any], ...]) -> dict[str, str]:
+    return next(o for o in objs if o["kind"] == "ConfigMap")["data"]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_no_engine_by_default_and_never_a_host_socket(source: str) -> None:
+    objs = render(source)
+    assert _config(objs).get("ROLLWRIGHT_DOCKER_ENGINE") == "none", source
+    dep = next(o for o in objs if o["kind"] == "Deployment")
+    assert not [v for v in dep["spec"]["template"]["spec"]["volumes"] if "hostPath" in v], source
+
+
+def test_helm_docker_host_replaces_the_no_engine_default() -> None:
+    r = helm("template", "rw", str(CHART), "-n", "rollwright", "--kube-version", KUBE_VERSION,
+             "--set", "dockerHost=tcp://engine.builds:2375")
+    assert r.returncode == 0, r.stderr
+    data = _config(tuple(_docs(r.stdout)))
+    assert data["DOCKER_HOST"] == "tcp://engine.builds:2375" and "ROLLWRIGHT_DOCKER_ENGINE" not in data
+
+
+def test_dev_docker_socket_component_renders_and_passes_dry_run(tmp_path: Path, kube: Kube,
+                                                                kustomize_target: None) -> None:
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(ROOT / "k8s/overlays/dev", tmp_path)],
+        "components": [os.path.relpath(ROOT / "k8s/components/docker-socket", tmp_path)]}))
+    r = subprocess.run(["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    dep = next(o for o in _docs(r.stdout) if o["kind"] == "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["DOCKER_HOST"] == "unix:///var/run/docker.sock" and env["ROLLWRIGHT_DOCKER_ENGINE"] == "docker"
+    assert {"name": "docker-socket", "mountPath": "/var/run/docker.sock"} in c["volumeMounts"]
+    assert pod["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"]
+    kube.apply(dep, dry_run=True, manager=MANAGER)
