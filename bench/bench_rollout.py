@@ -247,7 +247,7 @@ async def main() -> None:
                 mf.write_text(yaml.safe_dump_all(objs))
                 t_k, ok = kubectl_rollout(mf, ns_k, n)
                 assert ok
-                evs = history_events(f"rollout-bench{tag}-bench", run_id)
+                evs = history_events(f"rollout.bench{tag}.bench", run_id)
                 results[f"a_{phase}"] = {"rollwright_s": round(t_rw, 2), "kubectl_s": round(t_k, 2),
                                          "ratio_rollwright_over_kubectl": round(t_rw / t_k, 2),
                                          "history_events": len(evs)}
@@ -269,7 +269,7 @@ async def main() -> None:
                 th.start()
                 _, res, run_id = await rollwright(rc, write(d, ns_rw, app, objs, f"bad-{behavior}", a.deadline + 60))
                 stop.set()
-                evs = history_events(f"rollout-{app}-bench", run_id)
+                evs = history_events(f"rollout.{app}.bench", run_id)
                 t_rb = event_time(evs, "rollback_release")
                 rw_detect = (t_rb - seen["t"]) if (t_rb and "t" in seen) else None
                 # kubectl: apply the good revision, then the bad one, and time `rollout status` to its failure.

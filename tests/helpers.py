@@ -107,10 +107,13 @@ class HealthTarget:
         target = self
         self.status = 200
         self.hits = 0
+        self.delay = 0.0  # seconds before answering (a slow endpoint)
 
         class H(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 target.hits += 1
+                if target.delay:
+                    time.sleep(target.delay)
                 self.send_response(target.status)
                 self.end_headers()
                 self.wfile.write(b"ok" if target.status == 200 else b"failing")
