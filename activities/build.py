@@ -30,7 +30,7 @@ class BuildActivities:
         registry, path = spec.image.repository.split("/", 1)
         try:
             with self.c.http(timeout=10) as h:
-                return manifest_digest(h, self.c.registry_url(registry), path, tag)
+                return manifest_digest(h, self.c.registry_url(registry), path, tag, registry)
         except httpx.HTTPError as e:
             raise ApplicationError(f"registry {registry}: {e}", type="RegistryError") from None
 

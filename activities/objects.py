@@ -19,8 +19,10 @@ from orchestrator.loader import ReleaseError, load_manifests, manifests_digest, 
 from orchestrator.spec import ReleaseSpec
 
 
-def release_objects(spec: ReleaseSpec, kube: Kube, image: str | None) -> tuple[list[dict[str, Any]], str]:
-    """Rendered objects (image pinned to ``image`` when given) and the digest of their source."""
+def release_objects(spec: ReleaseSpec, kube: Kube, image: str | None,
+                    where: dict[tuple[str, str], str] | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Rendered objects (image pinned to ``image`` when given) and the digest of their source. ``where``, when
+    given, is filled with (kind, name) → ``<file> document <n> (<Kind>/<name>)`` so errors can name the source."""
     if spec.from_revision is not None:
         payload = recorded_payload(spec, kube, spec.from_revision)
         objs = payload["objects"]
@@ -29,6 +31,8 @@ def release_objects(spec: ReleaseSpec, kube: Kube, image: str | None) -> tuple[l
         ms = load_manifests(spec)
     except ReleaseError as e:
         raise invalid_release(e) from None
+    if where is not None:
+        where.update({(m.kind, m.name): f"{m.source} {m.where}" for m in ms})
     return render(ms, spec, image), manifests_digest(ms)
 
 

@@ -8,14 +8,17 @@ before anything is built, pushed or applied.
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import revisions as rec
 from activities.clients import Clients
-from activities.errors import api_message, from_api, invalid_release
-from activities.kube import ref_of
+from activities.errors import api_message, from_api, invalid_release, is_invalid_input
+from activities.kube import Kube, ref_of
 from activities.objects import release_objects
 from activities.source import source_tag
 from orchestrator.kinds import WORKLOAD_KINDS
@@ -39,7 +42,8 @@ class PrepareActivities:
                 assert spec.image is not None
                 tag = source_tag(spec)
                 image = f"{spec.image.repository}:{tag}"
-            objects, digest = release_objects(spec, kube, image)
+            where: dict[tuple[str, str], str] = {}
+            objects, digest = release_objects(spec, kube, image, where)
             if building:
                 assert spec.image is not None and image is not None
                 pinned = count_pinned(objects, image)
@@ -57,18 +61,33 @@ class PrepareActivities:
         for o in objects:
             ns = o["metadata"].get("namespace")
             if ns and not exists[ns] and ns not in new_namespaces:
-                raise ApplicationError(f"{ref_of(o)}: namespace {ns!r} does not exist and the release does not "
-                                       f"create it", type="InvalidRelease", non_retryable=True)
+                raise ApplicationError(f"{_source(where, o)}metadata.namespace: namespace {ns!r} does not exist and "
+                                       f"the release does not create it", type="InvalidRelease", non_retryable=True)
+        size = len(rec.encode({"objects": objects}))
+        if size > rec.MAX_RELEASE_RECORD_BYTES:
+            raise ApplicationError(f"the release is too large to record: its objects take {size} bytes compressed, "
+                                   f"the limit is {rec.MAX_RELEASE_RECORD_BYTES} (the revision record is one Secret "
+                                   f"holding the release and the snapshot; see README, Limits)",
+                                   type="InvalidRelease", non_retryable=True)
+        scratch = False
         for o in objects:
             ns = o["metadata"].get("namespace")
+            body = o
             if ns and not exists[ns]:
-                continue  # its namespace is created by this release: the server cannot dry-run it yet
+                # Its namespace is created by this release and does not exist yet, so the server cannot dry-run
+                # the object there. Dry-run it in Rollwright's own empty namespace instead: same admission,
+                # defaulting and validation, and nothing of the release exists before the apply.
+                if not scratch:
+                    _ensure_scratch_namespace(kube)
+                    scratch = True
+                body = {**o, "metadata": {**o["metadata"], "namespace": DRY_RUN_NAMESPACE}}
             activity.heartbeat(str(ref_of(o)))
             try:
-                kube.apply(o, dry_run=True)
+                kube.apply(body, dry_run=True)
             except ApiException as e:
-                if e.status in (400, 403, 404, 409, 422):
-                    raise ApplicationError(f"server-side dry run rejected {ref_of(o)}: {api_message(e)}",
+                if e.status in (403, 404, 409) or is_invalid_input(e):
+                    raise ApplicationError(f"{_source(where, o)}server-side dry run rejected {ref_of(o)}: "
+                                           f"{api_message(e).replace(DRY_RUN_NAMESPACE, ns or '')} (HTTP {e.status})",
                                            type="InvalidManifest", non_retryable=True) from None
                 raise from_api(e, f"dry run {ref_of(o)}") from None
         refs = [ref_of(o) for o in objects]
@@ -86,3 +105,27 @@ class PrepareActivities:
         if r.status_code not in (200, 401):
             raise ReleaseError("image.repository", f"{url} answered HTTP {r.status_code}; not a registry",
                                field="image.repository")
+
+
+DRY_RUN_NAMESPACE = "rollwright-dry-run"
+
+
+def _source(where: dict[tuple[str, str], str], o: dict[str, Any]) -> str:
+    """``manifests.yaml document 2 (Deployment/web): `` for an object of the release, '' if unknown (a revision)."""
+    w = where.get((o["kind"], o["metadata"]["name"]))
+    return f"{w}: " if w else ""
+
+
+def _ensure_scratch_namespace(kube: Kube) -> None:
+    """Creates Rollwright's dry-run namespace once per cluster (idempotent). Nothing is ever stored in it: every
+    request made there is ``dryRun=All``."""
+    if kube.namespace_exists(DRY_RUN_NAMESPACE):
+        return
+    body = {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": DRY_RUN_NAMESPACE, "labels": {"app.kubernetes.io/managed-by": "rollwright"},
+                         "annotations": {"rollwright.io/purpose": "server-side dry runs of objects whose namespace "
+                                                                  "a release creates; always empty"}}}
+    try:
+        kube.apply(body)
+    except ApiException as e:
+        raise from_api(e, f"create namespace {DRY_RUN_NAMESPACE} for dry runs") from None

@@ -105,7 +105,7 @@ class ReadinessActivities:
             log.info("resuming readiness wait from heartbeat (attempt %d, %d s left)", info.attempt,
                      int(progress.deadline_at - now))
         kube = self.c.kube(inp.kube_context)
-        tracker = Tracker(targets=inp.workloads)
+        tracker = Tracker(targets=inp.workloads, since=progress.started_at)
         events: queue.Queue[Any] = queue.Queue()
         watchers = [_Watcher(k, fn, inp.namespace, events) for k, fn in self._listers(kube, inp).items()]
         for w in watchers:

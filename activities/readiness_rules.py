@@ -9,6 +9,7 @@ controller's own ``ProgressDeadlineExceeded``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from orchestrator.models import ObjectRef, WorkloadStatus
@@ -78,13 +79,30 @@ def workload_status(obj: Obj) -> WorkloadStatus:
     return ws
 
 
-def workload_failure(obj: Obj) -> str | None:
-    """A terminal condition set by the controller for the current generation."""
+def _epoch(ts: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+# Clock skew allowed between the worker and the apiserver when judging whether a condition predates the wait.
+SKEW_SECONDS = 2.0
+
+
+def workload_failure(obj: Obj, since: float | None = None) -> str | None:
+    """A terminal condition set by the controller for the current generation.
+
+    ``since`` (epoch seconds) is when this wait started: a ``ProgressDeadlineExceeded`` last updated before it is
+    stale. The Deployment controller keeps that condition once set until progress is made, even after the template
+    changes, so right after a rollback it still describes the failed revision."""
     md, st = obj["metadata"], obj.get("status") or {}
     if st.get("observedGeneration", 0) < md.get("generation", 0):
         return None  # conditions still describe the previous generation
     p = _cond(obj, "Progressing")
-    if p and p.get("status") == "False" and p.get("reason") == "ProgressDeadlineExceeded":
+    updated = _epoch(p.get("lastUpdateTime")) if p else None
+    stale = since is not None and updated is not None and updated < since - SKEW_SECONDS
+    if p and p.get("status") == "False" and p.get("reason") == "ProgressDeadlineExceeded" and not stale:
         return f"{obj['kind'].lower()} {md['name']}: ProgressDeadlineExceeded ({p.get('message', '')})"
     rf = _cond(obj, "ReplicaFailure")
     if rf and rf.get("status") == "True":
@@ -114,6 +132,7 @@ class Tracker:
     """Caches what the watches saw and judges the set of workloads as a whole."""
 
     targets: list[ObjectRef]
+    since: float | None = None  # epoch seconds the wait started (see workload_failure)
     workloads: dict[tuple[str, str], Obj] = field(default_factory=dict)
     replicasets: dict[str, Obj] = field(default_factory=dict)
     pods: dict[str, Obj] = field(default_factory=dict)
@@ -161,7 +180,7 @@ class Tracker:
             ws = workload_status(w)
             statuses.append(ws)
             if failure is None and not ws.ready_now:
-                failure = workload_failure(w)
+                failure = workload_failure(w, self.since)
                 for p in sorted(self._current_pods(w), key=lambda p: p["metadata"]["name"]):
                     failure = failure or pod_failure(p)
         return statuses, all(s.ready_now for s in statuses), failure

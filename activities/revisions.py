@@ -17,12 +17,15 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from activities.kube import Kube
-from orchestrator.models import ObjectRef
+from orchestrator.models import ObjectRef, RevisionStatus
 
 RECORD_TYPE = "rollwright.io/release.v1"
 L_OWNER, L_APP, L_ENV = "owner", "rollwright.io/app", "rollwright.io/environment"
 L_REV, L_STATUS, L_RUN = "rollwright.io/revision", "rollwright.io/status", "rollwright.io/run-id"
 HISTORY_MAX = 10
+# A Secret holds at most 1 MiB of data. The record holds the release and the snapshot of what it replaces (about
+# the same size again), so the release itself may take half, compressed.
+MAX_RELEASE_RECORD_BYTES = 512 * 1024
 
 _VOLATILE_MD = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
                 "deletionTimestamp", "deletionGracePeriodSeconds")
@@ -92,7 +95,7 @@ def create_record(kube: Kube, namespace: str, app: str, env: str, revision: int,
     body = {"apiVersion": "v1", "kind": "Secret", "type": RECORD_TYPE,
             "metadata": {"name": record_name(app, env, revision), "namespace": namespace,
                          "labels": {L_OWNER: "rollwright", L_APP: app, L_ENV: env, L_REV: str(revision),
-                                    L_STATUS: "pending", L_RUN: run_id}},
+                                    L_STATUS: RevisionStatus.PENDING.value, L_RUN: run_id}},
             "data": {"release": encode(payload)}}
     return kube.request("POST", f"/api/v1/namespaces/{namespace}/secrets", body=body)
 

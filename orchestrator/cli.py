@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from orchestrator import __version__
+from orchestrator import __version__, workflow_id
 from orchestrator.config import ConfigError, Settings, load_settings
 from orchestrator.loader import ReleaseError, load_spec
 from orchestrator.models import Outcome, RolloutResult, Step
@@ -99,8 +99,14 @@ def emit(data: Any, output: str, text: Callable[[], None]) -> None:
         text()
 
 
+INVALID_INPUT_ERRORS = {"InvalidRelease", "InvalidManifest"}
+
+
 def result_exit(res: RolloutResult) -> int:
-    if res.outcome == Outcome.FAILED and res.failed_step == Step.VALIDATE:
+    """Exit 2 only for input the release got wrong; a cluster or registry that failed validation is exit 4.
+    Results of workers before 0.2 carry no error type: a failed Validate step then counts as invalid input."""
+    if res.outcome == Outcome.FAILED and res.failed_step == Step.VALIDATE and (
+            res.error_type is None or res.error_type in INVALID_INPUT_ERRORS):
         return EXIT_INVALID
     return OUTCOME_EXIT[res.outcome]
 
@@ -269,7 +275,7 @@ def _signal_cmd(name: str, doc: str) -> None:
         async def go() -> None:
             rc = await RolloutClient.connect(ctx.obj.settings())
             await getattr(rc, name)(app, environment)
-            click.echo(f"{name} sent to rollout-{app}-{environment}")
+            click.echo(f"{name} sent to {workflow_id(app, environment)}")
 
         run(ctx, go)
         _exit(EXIT_OK)
@@ -290,7 +296,7 @@ def rollout_abort(ctx: click.Context, app: str, environment: str, reason: str) -
     async def go() -> None:
         rc = await RolloutClient.connect(ctx.obj.settings())
         await rc.abort(app, environment, reason)
-        click.echo(f"abort sent to rollout-{app}-{environment}: {reason}")
+        click.echo(f"abort sent to {workflow_id(app, environment)}: {reason}")
 
     run(ctx, go)
     _exit(EXIT_OK)

@@ -31,7 +31,7 @@ from temporalio.exceptions import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from orchestrator import WORKFLOW_TYPE, workflow_id
+from orchestrator import WORKFLOW_TYPE, legacy_workflow_id, parse_workflow_id, workflow_id
 from orchestrator.config import Settings
 from orchestrator.connect import connect
 from orchestrator.loader import load_manifests
@@ -96,6 +96,9 @@ class RolloutClient:
         """Starts a rollout; refuses with RolloutAlreadyRunning while one runs for the same app/environment."""
         objects = validate_locally(spec) if validate else []
         wid = workflow_id(spec.app, spec.environment)
+        legacy = await self._legacy_running(spec.app, spec.environment)
+        if legacy is not None:  # started by a pre-0.2 client under the old ID: it still holds the lock
+            raise RolloutAlreadyRunning(legacy.id, legacy.run_id)
         repo = spec.image.repository if spec.image else "manifests only"
         summary = f"{spec.app} → {spec.environment}: {repo}" + (
             f" (rollback to revision {spec.from_revision})" if spec.from_revision else "")
@@ -116,6 +119,22 @@ class RolloutClient:
     def handle(self, app: str, environment: str) -> WorkflowHandle[Any, Any]:
         return self.client.get_workflow_handle(workflow_id(app, environment))
 
+    async def _legacy_running(self, app: str, environment: str) -> WorkflowHandle[Any, Any] | None:
+        """A running rollout of this app/environment under the pre-0.2 ID ``rollout-<app>-<env>``. The old ID is
+        ambiguous, so its search attributes must name exactly this app and environment."""
+        h = self.client.get_workflow_handle(legacy_workflow_id(app, environment))
+        try:
+            d = await h.describe()
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        sa = {p.key.name: p.value for p in d.typed_search_attributes}
+        if d.status != WorkflowExecutionStatus.RUNNING or (sa.get("RolloutApp"), sa.get("RolloutEnvironment")) != (
+                app, environment):
+            return None
+        return self.client.get_workflow_handle(d.id, run_id=d.run_id)
+
     async def result(self, handle: WorkflowHandle[Any, Any]) -> RolloutResult:
         """Waits for the rollout and returns its typed result, for every outcome (failures carry it as details)."""
         try:
@@ -124,7 +143,7 @@ class RolloutClient:
             cause = e.cause
             if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
                 return RolloutResult.model_validate(cause.details[0])
-            app, _, env = handle.id.removeprefix("rollout-").partition("-")
+            app, env = parse_workflow_id(handle.id) or (handle.id, "?")
             if isinstance(cause, CancelledError):
                 return RolloutResult(app=app, environment=env, outcome=Outcome.ABORTED, cause="workflow cancelled")
             if isinstance(cause, TerminatedError):
@@ -149,6 +168,9 @@ class RolloutClient:
         return d.status == WorkflowExecutionStatus.RUNNING
 
     async def _running_handle(self, app: str, environment: str) -> WorkflowHandle[Any, Any]:
+        legacy = await self._legacy_running(app, environment)
+        if legacy is not None and not await self.is_running(app, environment):
+            return self.client.get_workflow_handle(legacy.id)
         if not await self.is_running(app, environment):
             wid = workflow_id(app, environment)
             raise RolloutNotFound(wid, detail=f"rollout {wid} is not running")

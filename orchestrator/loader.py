@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from orchestrator import yamlsafe
 from orchestrator.kinds import KINDS, WORKLOAD_KINDS, KindInfo
 from orchestrator.spec import ReleaseSpec
 
@@ -75,8 +76,13 @@ def load_spec(path: str | os.PathLike[str], **overrides: Any) -> ReleaseSpec:
     p = Path(path)
     if not p.is_file():
         raise ReleaseError(str(p), "file not found")
+    if p.stat().st_size > yamlsafe.MAX_SPEC_BYTES:
+        raise ReleaseError(str(p), f"file is {p.stat().st_size} bytes; a release spec is at most "
+                           f"{yamlsafe.MAX_SPEC_BYTES} bytes")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yamlsafe.load_one(_read_text(p))
+    except yamlsafe.YamlLimitError as e:
+        raise ReleaseError(str(p), str(e)) from None
     except yaml.YAMLError as e:
         raise ReleaseError(str(p), f"not valid YAML/JSON: {_yaml_reason(e)}") from None
     if not isinstance(data, dict):
@@ -127,9 +133,21 @@ def manifest_files(spec: ReleaseSpec) -> list[Path]:
 def load_manifests(spec: ReleaseSpec) -> list[Manifest]:
     """Parses every document of every manifest file and validates it; see ``validate_manifest``."""
     out: list[Manifest] = []
+    total = 0
     for f in manifest_files(spec):
+        # Sizes are checked from the file system before reading, so a huge file costs nothing.
+        size = f.stat().st_size
+        total += size
+        if size > yamlsafe.MAX_FILE_BYTES:
+            raise ReleaseError(str(f), f"file is {size} bytes; a manifest file is at most "
+                               f"{yamlsafe.MAX_FILE_BYTES // (1024 * 1024)} MiB", field="manifests")
+        if total > yamlsafe.MAX_RELEASE_BYTES:
+            raise ReleaseError(str(f), f"the release's manifest files total {total} bytes with this file; a release "
+                               f"is at most {yamlsafe.MAX_RELEASE_BYTES // (1024 * 1024)} MiB", field="manifests")
         try:
-            docs = list(yaml.safe_load_all(f.read_text()))
+            docs = yamlsafe.load_all(_read_text(f))
+        except yamlsafe.YamlLimitError as e:
+            raise ReleaseError(str(f), str(e), document=f"document {e.document}") from None
         except yaml.YAMLError as e:
             raise ReleaseError(str(f), f"not valid YAML: {_yaml_reason(e)}") from None
         for i, doc in enumerate(docs, start=1):
@@ -137,6 +155,11 @@ def load_manifests(spec: ReleaseSpec) -> list[Manifest]:
                 continue
             m = Manifest(source=str(f), index=i, obj=doc)
             validate_manifest(m, spec)
+            size = len(json.dumps(doc, separators=(",", ":"), default=str))
+            if size > yamlsafe.MAX_DOCUMENT_BYTES:
+                raise ReleaseError(m.source, f"object is {size} bytes as JSON; the kube-apiserver accepts at most "
+                                   f"{yamlsafe.MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB per request",
+                                   document=m.where)
             out.append(m)
     if not out:
         raise ReleaseError(", ".join(spec.manifests), "the release is empty: no Kubernetes objects found",
@@ -168,6 +191,11 @@ def validate_manifest(m: Manifest, spec: ReleaseSpec) -> None:
         reason = f"{o['kind']} is cluster-scoped" if not info.namespaced else "not a valid namespace name"
         raise ReleaseError(m.source, reason, document=m.where, field="metadata.namespace")
     if o["kind"] in WORKLOAD_KINDS:
+        if ns is not None and ns != spec.namespace:
+            # The readiness wait watches spec.namespace only: a workload elsewhere would never be judged (or a
+            # same-named one in spec.namespace would be judged instead).
+            raise ReleaseError(m.source, f"workloads must be in the release's namespace {spec.namespace!r} "
+                               f"(spec field namespace), got {ns!r}", document=m.where, field="metadata.namespace")
         _validate_workload(m)
     if o["kind"] in ("ConfigMap", "Secret"):
         for k in ("data", "stringData", "binaryData"):
@@ -266,6 +294,15 @@ def render(ms: Iterable[Manifest], spec: ReleaseSpec, image: str | None) -> list
                         c["image"] = image
         out.append(o)
     return sorted(out, key=lambda o: KINDS[o["kind"]].order)
+
+
+def _read_text(p: Path) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ReleaseError(str(p), f"not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ReleaseError(str(p), f"cannot be read: {e.strerror}") from None
 
 
 def _yaml_reason(e: yaml.YAMLError) -> str:

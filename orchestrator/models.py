@@ -35,6 +35,7 @@ class Step(str, Enum):
     APPLY = "Apply"
     WAIT_READY = "WaitReady"
     BAKE = "Bake"
+    PRUNE = "Prune"
     FINALIZE = "Finalize"
     ROLLBACK = "Rollback"
     DONE = "Done"
@@ -45,6 +46,17 @@ class Outcome(str, Enum):
     ROLLED_BACK = "RolledBack"
     FAILED = "Failed"
     ABORTED = "Aborted"
+
+
+class RevisionStatus(str, Enum):
+    """The ``rollwright.io/status`` label of a revision record (same strings as before the enum existed, so
+    recorded histories and existing records still decode)."""
+
+    PENDING = "pending"
+    DEPLOYED = "deployed"
+    SUPERSEDED = "superseded"
+    ROLLED_BACK = "rolled-back"
+    FAILED = "failed"
 
 
 class _Msg(BaseModel):
@@ -186,8 +198,18 @@ class RollbackResult(_Msg):
 class FinalizeInput(_Msg):
     spec: ReleaseSpec
     revision: RevisionRef
-    status: str  # deployed | rolled-back | failed
+    status: RevisionStatus
     cause: str | None = None
+
+
+class PruneInput(_Msg):
+    spec: ReleaseSpec
+    revision: RevisionRef
+
+
+class PruneResult(_Msg):
+    pruned: list[str] = Field(default_factory=list)  # Kind/namespace/name of each deleted object
+    kept: list[str] = Field(default_factory=list)  # dropped from the release but annotated to be kept
 
 
 # ---- workflow status and result ---------------------------------------------------------------------------------
@@ -226,7 +248,10 @@ class RolloutResult(_Msg):
     failed_step: Step | None = None
     image: str | None = None
     revision: int | None = None
-    rolled_back_to: int | None = None
+    rolled_back_to: int | None = None  # the revision restored by the rollback; 0 = nothing was deployed before
+    error_type: str | None = None  # the failing activity's error type, e.g. InvalidRelease (exit code 2)
+    pruned: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
     workloads: list[WorkloadStatus] = Field(default_factory=list)
     health: list[HealthResult] = Field(default_factory=list)
     approved_by: str | None = None

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from activities.kube import Kube
-from activities.revisions import L_APP, L_ENV, L_OWNER, L_REV, decode, summary
+from activities.revisions import L_APP, L_ENV, L_OWNER, L_REV, L_STATUS, decode, summary
 from orchestrator.client import RolloutNotFound
+from orchestrator.models import RevisionStatus
 from orchestrator.spec import ReleaseSpec
 
 
@@ -35,8 +36,8 @@ def rollback_spec(app: str, env: str, to_revision: int | None, namespace: str | 
         raise RolloutNotFound(f"revision history of {app}/{env}")
     by_rev = {int(s["metadata"]["labels"][L_REV]): s for s in records}
     if to_revision is None:
-        deployed = [r for r, s in by_rev.items() if s["metadata"]["labels"]["rollwright.io/status"] == "deployed"]
-        earlier = [r for r, s in by_rev.items() if s["metadata"]["labels"]["rollwright.io/status"] == "superseded"
+        deployed = [r for r, s in by_rev.items() if s["metadata"]["labels"][L_STATUS] == RevisionStatus.DEPLOYED]
+        earlier = [r for r, s in by_rev.items() if s["metadata"]["labels"][L_STATUS] == RevisionStatus.SUPERSEDED
                    and (not deployed or r < max(deployed))]
         if not earlier:
             raise RolloutNotFound(f"a revision of {app}/{env} to roll back to (no earlier deployed revision)")

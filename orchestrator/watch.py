@@ -102,8 +102,13 @@ def _final(res: RolloutResult) -> list[str]:
         out.append(f"image: {res.image}")
     if res.revision:
         out.append(f"revision: {res.revision}")
-    if res.rolled_back_to:
-        out.append(f"rolled back to revision: {res.rolled_back_to}")
+    if res.rolled_back_to is not None:
+        out.append(f"rolled back to revision: {res.rolled_back_to}" if res.rolled_back_to else
+                   "rolled back: nothing was deployed before, the release's new objects were removed")
+    for p in res.pruned:
+        out.append(f"pruned: {p}")
+    for warning in res.warnings:
+        out.append(f"warning: {warning}")
     for w in res.workloads:
         done, total = _progress(w)
         out.append(f"workload {w.kind}/{w.name}: {done}/{total} ready" + (f" ({w.message})" if w.message else ""))

@@ -48,7 +48,7 @@ def activities_for(clients: Clients) -> list[Callable[..., Any]]:
     b, p, r, w, h = (BuildActivities(clients), PrepareActivities(clients), ReleaseActivities(clients),
                      ReadinessActivities(clients), HealthActivities(clients))
     return [p.prepare_release, b.build_image, b.push_image, r.snapshot_release, r.apply_release,
-            r.rollback_release, r.finalize_revision, w.wait_ready, h.run_health_checks]
+            r.rollback_release, r.finalize_revision, r.prune_release, w.wait_ready, h.run_health_checks]
 
 
 def build_worker(client: Client, settings: Settings, clients: Clients, executor: ThreadPoolExecutor) -> Worker:

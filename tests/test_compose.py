@@ -144,7 +144,7 @@ async def test_stack_with_standins_runs_a_rollout(smoke_env: dict[str, str], tmp
         assert core.read_namespaced_config_map(f"{app}-cfg", namespace).data == {"FROM": "compose"}
         # Run by the compose worker (the only poller of this queue on this server): its log has the activities.
         logs = subprocess.run(["docker", "logs", ids["worker"]], capture_output=True, text=True).stderr
-        mine = [json.loads(x) for x in logs.splitlines() if f"rollout-{app}-test" in x]
+        mine = [json.loads(x) for x in logs.splitlines() if f"rollout.{app}.test" in x]
         assert {x.get("activity_type") for x in mine} >= {"snapshot_release", "apply_release"}, logs[-2000:]
     finally:
         down = compose(*base, "down", "-v", "--timeout", "60", env=env, files=files, timeout=300)

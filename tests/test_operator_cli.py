@@ -175,11 +175,11 @@ async def test_success_followed_plain_and_on_a_tty_then_status_and_history_as_js
                           health={"progress_deadline_seconds": 180, "bake_seconds": 2,
                                   "http": [{"name": "healthz", "url": target.url, "interval_seconds": 0.5}]})
         plain = Proc("rollout", "start", "-f", str(p), "--wait", env=cli_env)
-        plain.wait_for(f"started rollout-{app}-test")
+        plain.wait_for(f"started rollout.{app}.test")
         live = Proc("rollout", "watch", "--app", app, "--env", "test", env=cli_env, tty=True)
         # Pause it from outside, and see both views show the phase; then let it go on.
         r = cli("rollout", "pause", "--app", app, "--env", "test", env=cli_env)
-        assert r.returncode == 0 and f"pause sent to rollout-{app}-test" in r.stdout, r
+        assert r.returncode == 0 and f"pause sent to rollout.{app}.test" in r.stdout, r
         plain.wait_for("[Paused] ")
         live.wait_for("phase: Paused")
         r = cli("rollout", "resume", "--app", app, "--env", "test", env=cli_env)
@@ -191,7 +191,7 @@ async def test_success_followed_plain_and_on_a_tty_then_status_and_history_as_js
 
     assert rc == 0, out + err
     lines = plain_checks(out)
-    assert lines[0].startswith(f"started rollout-{app}-test (run ")
+    assert lines[0].startswith(f"started rollout.{app}.test (run ")
     assert any(line.startswith("[Progressing] WaitReady: ") and f"Deployment/{app} " in line for line in lines)
     assert any(line.startswith("[Paused] ") for line in lines)
     assert [line for line in lines if line.startswith("outcome: ")] == ["outcome: Succeeded"]
@@ -218,7 +218,7 @@ async def test_success_followed_plain_and_on_a_tty_then_status_and_history_as_js
     rows = json.loads(r.stdout)
     assert [set(row) for row in rows] == [HISTORY_KEYS]
     assert (rows[0]["revision"], rows[0]["status"], rows[0]["image"]) == (1, "deployed", final["image"])
-    assert rows[0]["workflow_id"] == f"rollout-{app}-test" and rows[0]["objects"] == [f"Deployment/{namespace}/{app}"]
+    assert rows[0]["workflow_id"] == f"rollout.{app}.test" and rows[0]["objects"] == [f"Deployment/{namespace}/{app}"]
 
 
 @session_loop
@@ -236,7 +236,7 @@ async def test_rollback_exits_3_with_cause_and_list_finds_runs_by_outcome(
     v2 = write_release(tmp_path, app=app, namespace=namespace, registry=registry, version="v2",
                        objects=[deployment(app, behavior="not-ready", deadline=10)])
     started = Proc("rollout", "start", "-f", str(v2), "--wait", "-o", "json", env=cli_env)
-    await eventually(lambda: _is_running(temporal, f"rollout-{app}-test"), 120, "run 2 to start")
+    await eventually(lambda: _is_running(temporal, f"rollout.{app}.test"), 120, "run 2 to start")
     watch = Proc("rollout", "watch", "--app", app, "--env", "test", env=cli_env)
     wrc, wout, werr = watch.finish()
     rc, out, err = started.finish()
@@ -271,7 +271,7 @@ async def test_rollback_exits_3_with_cause_and_list_finds_runs_by_outcome(
     assert runs["RolledBack"]["run_id"] != runs["Succeeded"]["run_id"]
     assert runs["RolledBack"]["image"] == res2.image and runs["Succeeded"]["image"] == res1.image
     r = cli("rollout", "list", "--app", app, env=cli_env)
-    assert r.returncode == 0 and r.stdout.count(f"rollout-{app}-test") == 2 and "RolledBack" in r.stdout
+    assert r.returncode == 0 and r.stdout.count(f"rollout.{app}.test") == 2 and "RolledBack" in r.stdout
     r = cli("history", "--app", app, "--env", "test", "-o", "json", env=cli_env)
     assert [(x["revision"], x["status"]) for x in json.loads(r.stdout)] == [(1, "deployed"), (2, "rolled-back")]
 
@@ -303,7 +303,7 @@ def test_errors_are_one_line_with_a_hint_and_debug_shows_the_traceback(stack: No
     for args in (("rollout", "status"), ("rollout", "watch"), ("rollout", "pause"),
                  ("rollout", "abort", "--reason", "x"), ("rollout", "approve")):
         one_error(cli(*args, "--app", nosuch, "--env", "test", env=cli_env, timeout=60), 7,
-                  f"rollout-{nosuch}-test", "rollwright rollout list")
+                  f"rollout.{nosuch}.test", "rollwright rollout list")
     one_error(cli("rollout", "start", "-f", "/nonexistent/release.yaml", env=cli_env), 2, "file not found")
 
     r = cli("--debug", *unreachable, env=cli_env)
@@ -339,7 +339,7 @@ async def test_approval_accepted_recorded_refused_when_not_waiting_then_abort_ex
     # A second approval finds nothing waiting: refused by the update's validator, exit 2, one clear line.
     r = cli("rollout", "approve", "--app", app, "--env", "test", "--comment", "again", env=cli_env)
     assert r.returncode == 2, r
-    assert r.stderr.startswith(f"error: rollout rollout-{app}-test is not waiting for approval (phase ")
+    assert r.stderr.startswith(f"error: rollout rollout.{app}.test is not waiting for approval (phase ")
     assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
     assert status_json(app, "test", cli_env).approval_comment == "CHG-42 ok"  # unchanged
 
@@ -351,7 +351,7 @@ async def test_approval_accepted_recorded_refused_when_not_waiting_then_abort_ex
     final = final_block(plain_checks(r.stdout))
     assert final["outcome"] == "Aborted" and final["cause"] == "aborted by operator: pods never get ready"
     assert final["approved by"] == "alice (CHG-42 ok)"
-    res = await RolloutClient(temporal, task_queue).result(temporal.get_workflow_handle(f"rollout-{app}-test"))
+    res = await RolloutClient(temporal, task_queue).result(temporal.get_workflow_handle(f"rollout.{app}.test"))
     assert (res.outcome, res.approved_by, res.approval_comment) == (Outcome.ABORTED, "alice", "CHG-42 ok")
     # First release of the app: its rollback removed the Deployment it had created.
     wait_until(lambda: apps.list_namespaced_deployment(namespace).items == [], 60, what="Deployment removed")
@@ -421,5 +421,5 @@ async def test_watch_keeps_following_through_a_worker_restart(
     assert [line for line in lines if line.startswith("outcome: ")] == ["outcome: Succeeded"]
     assert final_block(lines)[f"workload Deployment/{app}"] == "3/3 ready (successfully rolled out)"
     # The kill really hit the wait: it was retried on the second worker.
-    counts = activity_counts(history_events(f"rollout-{app}-test", env=cli_env))
+    counts = activity_counts(history_events(f"rollout.{app}.test", env=cli_env))
     assert counts["wait_ready"]["completed"] == 1 and counts["wait_ready"]["max_attempt"] >= 2

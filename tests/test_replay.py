@@ -1,4 +1,5 @@
-"""Replays recorded histories (a success, a rollback, an abort mid-wait) against today's workflow code.
+"""Replays recorded histories (success, rollback, abort mid-wait, approval, pause, cancel, failed rollback) against
+today's workflow code.
 
 A workflow change that would break rollouts already in flight fails here: it must go behind
 ``workflow.patched(...)``. The histories were exported from real runs with scripts/record-histories.sh.
@@ -36,6 +37,10 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 def test_histories_are_recorded() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"success-v1", "rollback-never-ready-v1"} <= names
+    # Issue 10: approval, pause, cancel and a failed rollback, recorded after the workflow.patched() changes (from
+    # tests/test_workflow_branches.py with ROLLWRIGHT_RECORD_HISTORIES=1, and from real runs on the dev server).
+    assert {"approval-v2", "pause-resume-v2", "pause-then-abort-apply-v2", "cancel-mid-wait-v2", "rollback-failed-v2",
+            "cancel-mid-wait-real-v2", "approval-real-v2"} <= names
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -208,10 +208,10 @@ async def test_second_start_is_refused_naming_the_running_rollout(worker: Worker
     handle = await rc.start(load_spec(p))
     with pytest.raises(RolloutAlreadyRunning) as e:
         await rc.start(load_spec(p))
-    assert e.value.workflow_id == "rollout-lock-test" and e.value.run_id == handle.result_run_id
+    assert e.value.workflow_id == "rollout.lock.test" and e.value.run_id == handle.result_run_id
     r = cli("rollout", "start", "-f", str(p), env=cli_env)
     assert r.returncode == 6, r
-    assert "already running: rollout-lock-test" in r.stderr
+    assert "already running: rollout.lock.test" in r.stderr
     assert (await rc.result(handle)).outcome == Outcome.SUCCEEDED
 
 
@@ -275,15 +275,15 @@ async def test_plain_temporal_cli_start_behaves_like_rollwright_cli(worker: Work
     spec = load_spec(p)
     payload = json.dumps(spec.model_dump(mode="json", exclude_defaults=True))
     r = temporal_cli("workflow", "start", "--type", "RolloutWorkflow", "--task-queue", task_queue,
-                     "--workflow-id", "rollout-plain-test", "--input", payload, "--fail-existing", env=cli_env)
+                     "--workflow-id", "rollout.plain.test", "--input", payload, "--fail-existing", env=cli_env)
     assert r.returncode == 0, r.stderr
-    res = await RolloutClient(temporal, task_queue).result(temporal.get_workflow_handle("rollout-plain-test"))
+    res = await RolloutClient(temporal, task_queue).result(temporal.get_workflow_handle("rollout.plain.test"))
     assert res.outcome == Outcome.SUCCEEDED, res.cause
     assert _deploy_image(apps, namespace, "plain") == res.image
     assert [x["metadata"]["labels"]["rollwright.io/status"] for x in list_records(kube, namespace, "plain", "test")] == [
         "deployed"]
     # Same search attributes as a CLI start (the workflow sets them itself).
-    desc = await temporal.get_workflow_handle("rollout-plain-test").describe()
+    desc = await temporal.get_workflow_handle("rollout.plain.test").describe()
     sa = {p.key.name: p.value for p in desc.typed_search_attributes}
     assert sa["RolloutApp"] == "plain" and sa["RolloutOutcome"] == "Succeeded" and sa["RolloutImage"] == res.image
 

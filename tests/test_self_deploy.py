@@ -225,7 +225,7 @@ async def test_c_built_image_runs_a_rollout_under_docker(first: RolloutResult, t
     d = apps.read_namespaced_deployment(app, namespace)
     assert d.status.available_replicas == 2
     logs = subprocess.run(["docker", "logs", container_name], capture_output=True, text=True).stderr
-    assert f"rollout-{app}-test" in logs, logs[-2000:]  # the container ran it: the only poller of its queue
+    assert f"rollout.{app}.test" in logs, logs[-2000:]  # the container ran it: the only poller of its queue
     # docker stop = SIGTERM: the worker drains and exits cleanly.
     subprocess.run(["docker", "stop", "-t", "60", container_name], capture_output=True, check=True)
     code = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", container_name], capture_output=True,

@@ -3,7 +3,7 @@
 The commands are parsed from the ```bash blocks of README.md's operators section, so the README and this test
 cannot drift: every `temporal …` command there must be one this test knows and runs, and every recipe an operator
 needs (start, pause, resume, abort, status, approve, list) must be there. Only the documented placeholders are
-substituted: the workflow ID `rollout-shop-prod`, the app `shop` (in list queries and the summary), the task queue
+substituted: the workflow ID `rollout.shop.prod`, the app `shop` (in list queries and the summary), the task queue
 `rollwright` (not polled during tests: the session's own queue is) and the start input (the test's release).
 Everything else — the abort reason, the approver and comment, the output flags — is used as written, and the
 effects are checked on the workflow itself: its status, its result, the cluster and visibility.
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.e2e
 session_loop = pytest.mark.asyncio(loop_scope="session")
 
 README = ROOT / "README.md"
-WID, APP, ENV, QUEUE = "rollout-shop-prod", "shop", "prod", "rollwright"
+WID, APP, ENV, QUEUE = "rollout.shop.prod", "shop", "prod", "rollwright"
 REQUIRED = {"start", "signal:pause", "signal:resume", "signal:abort", "query:status", "update:approve", "list"}
 KNOWN = REQUIRED | {"describe", "show", "metadata"}
 
@@ -96,7 +96,7 @@ def substitute(argv: list[str], *, app: str, task_queue: str, release_json: str 
         val = argv[i + 1] if i + 1 < len(argv) else None
         if a in ("-w", "--workflow-id"):
             assert val == WID, f"README uses workflow ID {val!r}, expected the placeholder {WID!r}"
-            out += [a, f"rollout-{app}-{ENV}"]
+            out += [a, f"rollout.{app}.{ENV}"]
         elif a in ("-t", "--task-queue"):
             assert val == QUEUE, f"README uses task queue {val!r}, expected {QUEUE!r}"
             out += [a, task_queue]
@@ -179,7 +179,7 @@ async def test_start_pause_status_resume_abort_and_list_recipes(
         worker: WorkerProcess, temporal: Client, task_queue: str, namespace: str, tmp_path: Path,
         apps: k8s.AppsV1Api, registry: str, cli_env: dict[str, str]) -> None:
     app = f"rcp-{uuid.uuid4().hex[:6]}"
-    wid = f"rollout-{app}-{ENV}"
+    wid = f"rollout.{app}.{ENV}"
     subs: dict[str, Any] = {"app": app, "task_queue": task_queue}
     rc = RolloutClient(temporal, task_queue)
     found = recipes()
@@ -275,7 +275,7 @@ async def test_approve_recipe_passes_the_gate_and_is_refused_afterwards(
         worker: WorkerProcess, temporal: Client, task_queue: str, namespace: str, tmp_path: Path,
         registry: str, cli_env: dict[str, str]) -> None:
     app = f"rca-{uuid.uuid4().hex[:6]}"
-    wid = f"rollout-{app}-{ENV}"
+    wid = f"rollout.{app}.{ENV}"
     subs: dict[str, Any] = {"app": app, "task_queue": task_queue}
     p = write_release(tmp_path, app=app, namespace=namespace, registry=registry, env=ENV,
                       objects=[deployment(app)], extra={"approval": {"required": True}})

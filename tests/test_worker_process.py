@@ -184,7 +184,7 @@ async def test_rollout_metrics_on_metrics_and_json_logs(worker: WorkerProcess, t
     # JSON logs: every line of the worker's log is an object, and activity lines carry the workflow ID.
     lines = _log_lines(worker)
     assert lines and all(isinstance(x, dict) and {"ts", "level", "msg"} <= x.keys() for x in lines)
-    ours = [x for x in lines if x.get("workflow_id") == f"rollout-{app}-test"]
+    ours = [x for x in lines if x.get("workflow_id") == f"rollout.{app}.test"]
     assert ours, "no log line of this rollout carries its workflow_id"
     activity_lines = [x for x in lines if "activity_type" in x]
     assert activity_lines and all(x.get("workflow_id") for x in activity_lines)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
@@ -30,10 +32,13 @@ with workflow.unsafe.imports_passed_through():
         Phase,
         PrepareInput,
         ProgressReport,
+        PruneInput,
+        PruneResult,
         PushInput,
         PushResult,
         ReleasePlan,
         RevisionRef,
+        RevisionStatus,
         RollbackInput,
         RollbackResult,
         RolloutResult,
@@ -56,13 +61,26 @@ SA_REVISION = SearchAttributeKey.for_int("RolloutRevision")
 # Errors that retrying cannot fix. Activities raise them as ApplicationError(type=...); listing them here too keeps
 # the policy explicit even if an activity forgets non_retryable=True.
 NON_RETRYABLE = ["InvalidRelease", "InvalidManifest", "Forbidden", "RegistryUnreachable", "BuildFailed",
-                 "WorkloadFailed", "ProgressDeadline", "HealthCheckFailed", "RevisionNotFound"]
+                 "WorkloadFailed", "ProgressDeadline", "HealthCheckFailed", "RevisionNotFound",
+                 "RegistryAuthFailed"]
 QUICK = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                     maximum_interval=timedelta(seconds=20), maximum_attempts=5, non_retryable_error_types=NON_RETRYABLE)
 PERSISTENT = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                          maximum_interval=timedelta(seconds=30), maximum_attempts=20,
                          non_retryable_error_types=NON_RETRYABLE)
 WAIT_HEARTBEAT = timedelta(seconds=10)
+# Errors that mean "the input is wrong" (CLI exit 2), as opposed to a cluster or registry that failed.
+INVALID_INPUT = frozenset({"InvalidRelease", "InvalidManifest"})
+
+# Behaviour changes, each behind workflow.patched() so histories recorded before them still replay
+# (tests/test_replay.py). Never rename one; retire with workflow.deprecate_patch() once no old run is in flight.
+PATCH_CANCEL_STOPS_STEP = "cancel-stops-running-step-v1"  # finding 5: cancel waits for the running activity
+PATCH_SHIELD_ROLLBACK = "rollback-not-interruptible-v1"  # finding 5: no cancel interrupts a rollback
+PATCH_TRUE_OUTCOMES = "true-outcomes-v1"  # finding 6: outcomes that say what happened
+PATCH_BAKE_HEARTBEAT = "bake-heartbeat-covers-probes-v1"  # finding 7
+PATCH_PRUNE = "prune-v1"  # finding 9: delete what the previous release had and this one dropped
+
+T = TypeVar("T")
 
 
 class _Aborted(Exception):
@@ -72,9 +90,9 @@ class _Aborted(Exception):
 
 
 class _StepFailed(Exception):
-    def __init__(self, step: Step, cause: str) -> None:
+    def __init__(self, step: Step, cause: str, error_type: str | None = None) -> None:
         super().__init__(cause)
-        self.step, self.cause = step, cause
+        self.step, self.cause, self.error_type = step, cause, error_type
 
 
 @workflow.defn(name="RolloutWorkflow")
@@ -90,6 +108,12 @@ class RolloutWorkflow:
         self._approval: Approval | None = None
         self._awaiting_approval = False
         self._failed_step: Step | None = None
+        self._error_type: str | None = None
+        self._rolled_back_to: int | None = None
+        self._pruned: list[str] = []
+        self._warnings: list[str] = []
+        self._cancels_absorbed = 0
+        self._rollback_error = ""
 
     # ---- messages -----------------------------------------------------------------------------------------------
 
@@ -164,33 +188,60 @@ class RolloutWorkflow:
                              summary=f"server-side apply {len(plan.objects)} objects")
             await self._wait_ready(spec, plan.workloads, spec.health.progress_deadline_seconds)
             if spec.health.bake_seconds or spec.health.http:
+                heartbeat = WAIT_HEARTBEAT
+                if workflow.patched(PATCH_BAKE_HEARTBEAT):
+                    # Probes run one after another, each up to its own timeout: a heartbeat can only be expected
+                    # after all of them answered (or timed out), so a slow endpoint fails the check, not the
+                    # heartbeat.
+                    heartbeat += timedelta(seconds=sum(c.timeout_seconds for c in spec.health.http))
                 health = await self._step(
                     Step.BAKE, "run_health_checks", HealthInput(spec=spec), list[HealthResult],
                     timeout=timedelta(seconds=spec.health.bake_seconds + 300), retry=QUICK,
-                    heartbeat=WAIT_HEARTBEAT, summary=f"bake {spec.health.bake_seconds:g}s, {len(spec.health.http)} checks")
+                    heartbeat=heartbeat, summary=f"bake {spec.health.bake_seconds:g}s, {len(spec.health.http)} checks")
                 self._status.health = health
-            await self._step(Step.FINALIZE, "finalize_revision",
-                             FinalizeInput(spec=spec, revision=revision, status="deployed"), type(None),
-                             timeout=timedelta(minutes=1), retry=PERSISTENT, summary="record revision as deployed",
-                             abortable=False)
+            if workflow.patched(PATCH_PRUNE):
+                pruned = await self._step(Step.PRUNE, "prune_release", PruneInput(spec=spec, revision=revision),
+                                          PruneResult, timeout=timedelta(minutes=5), retry=QUICK,
+                                          summary="delete objects the previous release had and this one dropped")
+                self._pruned = pruned.pruned
+            true_outcomes = workflow.patched(PATCH_TRUE_OUTCOMES)
+            try:
+                await self._step(Step.FINALIZE, "finalize_revision",
+                                 FinalizeInput(spec=spec, revision=revision, status=RevisionStatus.DEPLOYED),
+                                 type(None), timeout=timedelta(minutes=1), retry=PERSISTENT,
+                                 summary="record revision as deployed", abortable=False)
+            except _StepFailed as e:
+                if not true_outcomes:
+                    raise
+                # The release is applied, ready and passed its bake: rolling it back because a bookkeeping
+                # write failed would undo a good deployment. Report it, leave the record pending.
+                self._warnings.append(f"revision {revision.revision} is live but its record could not be marked "
+                                      f"deployed: {e.cause}")
             return self._finish(Outcome.SUCCEEDED, None, Phase.HEALTHY)
         except _Aborted as e:
             cause = f"aborted by operator: {e.reason}" if e.by_operator else f"aborted: {e.reason}"
             if changed_cluster and revision is not None:
-                await self._rollback(spec, revision, cause)
+                ok, cause = await self._rollback_shielded(spec, revision, cause)
+                if not ok and workflow.patched(PATCH_TRUE_OUTCOMES):
+                    self._failed_step = Step.ROLLBACK
+                    self._fail(Outcome.FAILED, cause, Phase.DEGRADED)
             self._fail(Outcome.ABORTED, cause, Phase.ABORTED)
         except _StepFailed as e:
-            self._failed_step = e.step
+            self._failed_step, self._error_type = e.step, e.error_type
             if changed_cluster and revision is not None and spec.rollback.automatic:
-                ok = await self._rollback(spec, revision, e.cause)
-                self._fail(Outcome.ROLLED_BACK if ok else Outcome.FAILED, e.cause, Phase.DEGRADED)
+                ok, cause = await self._rollback_shielded(spec, revision, e.cause)
+                self._fail(Outcome.ROLLED_BACK if ok else Outcome.FAILED, cause, Phase.DEGRADED)
             if revision is not None:
-                await self._finalize_quietly(spec, revision, "failed", e.cause)
+                await self._finalize_quietly(spec, revision, RevisionStatus.FAILED, e.cause)
             self._fail(Outcome.FAILED, e.cause, Phase.DEGRADED)
         except asyncio.CancelledError:
             # `temporal workflow cancel`: treat as an abort, clean up, then let the cancellation stand.
             if changed_cluster and revision is not None:
-                await self._rollback(spec, revision, "workflow cancelled")
+                ok, cause = await self._rollback_shielded(spec, revision, "workflow cancelled")
+                if not ok and workflow.patched(PATCH_TRUE_OUTCOMES):
+                    # A cancelled rollout whose rollback failed is not "cancelled and clean": say so.
+                    self._failed_step = Step.ROLLBACK
+                    self._fail(Outcome.FAILED, cause, Phase.DEGRADED)
             raise
 
     async def _build_and_push(self, spec: ReleaseSpec, plan: ReleasePlan) -> str | None:
@@ -234,36 +285,66 @@ class RolloutWorkflow:
                                summary=f"wait for {len(workloads)} workload(s) ready, deadline {deadline}s")
         self._status.workloads = res.workloads
 
+    async def _rollback_shielded(self, spec: ReleaseSpec, revision: RevisionRef, cause: str) -> tuple[bool, str]:
+        """Runs the rollback so that no cancel interrupts it (a half-done rollback is the worst state to leave).
+        Returns (succeeded, cause to report)."""
+        if not workflow.patched(PATCH_SHIELD_ROLLBACK):
+            ok = await self._rollback(spec, revision, cause)
+            return ok, cause
+        absorbed = self._cancels_absorbed
+        ok = await self._uncancellable(self._rollback(spec, revision, cause))
+        out = cause if ok else f"{cause}; rollback failed: {self._rollback_error}"
+        if self._cancels_absorbed > absorbed:
+            out += " (a cancel request arrived during the rollback and waited for it to finish)"
+        return ok, out
+
+    async def _uncancellable(self, aw: Awaitable[T]) -> T:
+        """Awaits ``aw`` to completion even if the workflow is cancelled meanwhile: the cancel is remembered, not
+        delivered to the activity. ``asyncio.shield`` keeps the inner task running; we keep waiting on it."""
+        task = asyncio.ensure_future(aw)
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.done() and task.cancelled():
+                    raise
+                self._cancels_absorbed += 1
+
     async def _rollback(self, spec: ReleaseSpec, revision: RevisionRef, cause: str) -> bool:
         """Restores the snapshot; never abortable (an abort during rollback would leave a half-state)."""
         self._set(Step.ROLLBACK, Phase.ROLLING_BACK, f"rolling back: {cause}")
+        self._rollback_error = ""
         try:
             res = await self._step(Step.ROLLBACK, "rollback_release", RollbackInput(spec=spec, revision=revision),
                                    RollbackResult, timeout=timedelta(minutes=5), retry=PERSISTENT, abortable=False,
                                    summary=f"restore revision {revision.previous_revision or 'none'} (snapshot)")
             await self._wait_ready(spec, res.workloads, spec.health.progress_deadline_seconds, step=Step.ROLLBACK,
                                    abortable=False)
-            await self._finalize_quietly(spec, revision, "rolled-back", cause)
+            await self._finalize_quietly(spec, revision, RevisionStatus.ROLLED_BACK, cause)
+            self._rolled_back_to = revision.previous_revision or 0
             return True
         except _StepFailed as e:
+            self._rollback_error = e.cause
             self._status.message = f"rollback failed: {e.cause}"
-            await self._finalize_quietly(spec, revision, "failed", f"{cause}; rollback failed: {e.cause}")
+            await self._finalize_quietly(spec, revision, RevisionStatus.FAILED, f"{cause}; rollback failed: {e.cause}")
             return False
 
-    async def _finalize_quietly(self, spec: ReleaseSpec, revision: RevisionRef, status: str, cause: str) -> None:
+    async def _finalize_quietly(self, spec: ReleaseSpec, revision: RevisionRef, status: RevisionStatus,
+                                cause: str) -> None:
         try:
             await self._step(Step.FINALIZE, "finalize_revision",
                              FinalizeInput(spec=spec, revision=revision, status=status, cause=cause), type(None),
                              timeout=timedelta(minutes=1), retry=PERSISTENT, abortable=False,
-                             summary=f"record revision as {status}")
+                             summary=f"record revision as {status.value}")
         except _StepFailed:
-            workflow.logger.warning("could not record revision %s as %s", revision.revision, status)
+            workflow.logger.warning("could not record revision %s as %s", revision.revision, status.value)
+            self._warnings.append(f"revision {revision.revision} could not be recorded as {status.value}")
 
     # ---- plumbing -----------------------------------------------------------------------------------------------
 
-    async def _step(self, step: Step, activity: str, arg: Any, result_type: Any, *, timeout: timedelta,
+    async def _step(self, step: Step, activity: str, arg: BaseModel, result_type: type[T], *, timeout: timedelta,
                     retry: RetryPolicy, summary: str, heartbeat: timedelta | None = None,
-                    abortable: bool = True) -> Any:
+                    abortable: bool = True) -> T:
         """Runs one activity as a step: honours pause before it and abort during it (cancelling the activity and
         waiting until it has stopped, so a rollback never races a still-running watcher)."""
         if abortable:
@@ -275,18 +356,30 @@ class RolloutWorkflow:
             retry_policy=retry, summary=summary,
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
         if abortable:
-            await workflow.wait_condition(lambda: handle.done() or self._abort is not None)
+            try:
+                await workflow.wait_condition(lambda: handle.done() or self._abort is not None)
+            except asyncio.CancelledError:
+                # Workflow cancel: the activity is not awaited here, so it would keep running alongside the
+                # rollback. Stop it and wait until it has stopped, then let the cancel go on.
+                if workflow.patched(PATCH_CANCEL_STOPS_STEP):
+                    await self._stop(handle)
+                raise
             if not handle.done():
-                handle.cancel()
-                try:
-                    await handle
-                except (ActivityError, asyncio.CancelledError):
-                    pass
+                await self._stop(handle)
                 raise _Aborted(self._abort or "aborted")
         try:
+            if not abortable and workflow.patched(PATCH_SHIELD_ROLLBACK):
+                return await self._uncancellable(handle)
             return await handle
         except ActivityError as e:
-            raise _StepFailed(step, _cause(activity, e)) from None
+            raise _StepFailed(step, _cause(activity, e), _error_type(e)) from None
+
+    async def _stop(self, handle: workflow.ActivityHandle[Any]) -> None:
+        handle.cancel()
+        try:
+            await self._uncancellable(handle)
+        except (ActivityError, asyncio.CancelledError):
+            pass
 
     async def _checkpoint(self) -> None:
         if self._abort is not None:
@@ -334,7 +427,9 @@ class RolloutWorkflow:
     def _result(self, outcome: Outcome, cause: str | None) -> RolloutResult:
         s = self._status
         return RolloutResult(app=s.app, environment=s.environment, outcome=outcome, cause=cause, image=s.image,
-                             failed_step=self._failed_step, approved_by=s.approved_by,
+                             failed_step=self._failed_step, error_type=self._error_type,
+                             rolled_back_to=self._rolled_back_to if outcome != Outcome.SUCCEEDED else None,
+                             pruned=self._pruned, warnings=self._warnings, approved_by=s.approved_by,
                              approval_comment=s.approval_comment,
                              revision=s.revision, workloads=s.workloads, health=s.health, started_at=s.started_at,
                              finished_at=workflow.now())
@@ -355,6 +450,10 @@ class RolloutWorkflow:
         result = self._finish(outcome, cause, phase)
         raise ApplicationError(f"{outcome.value}: {cause}", result.model_dump(mode="json"),
                                type=f"Rollout{outcome.value}", non_retryable=True)
+
+
+def _error_type(e: ActivityError) -> str | None:
+    return e.cause.type if isinstance(e.cause, ApplicationError) else None
 
 
 def _cause(activity: str, e: ActivityError) -> str:
