@@ -17,6 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import revisions as rec
+from activities.bundles import local_spec
 from activities.clients import Clients
 from activities.errors import api_message, from_api, invalid_release, is_invalid_input
 from activities.kube import Kube, ref_of
@@ -39,6 +40,7 @@ class PrepareActivities:
         tag = image = None
         pinned = 0
         try:
+            local_spec(spec)  # a path-only input is refused here, before anything reads a file
             if building:
                 assert spec.image is not None
                 _check_engine()

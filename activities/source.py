@@ -21,9 +21,8 @@ def source_tag(spec: ReleaseSpec) -> str:
     img: ImageSpec = spec.image  # type: ignore[assignment]
     if img.tag:
         return img.tag
-    from activities.bundles import context_digest, local_spec
+    from activities.bundles import context_digest
 
-    local_spec(spec)  # refuses a path release on a worker that does not allow them
     layer = context_digest(spec)
     if layer is not None:
         # The context layer is deterministic (releases.bundle), so its digest is the content hash.
