@@ -89,11 +89,21 @@ def push_bundle(spec: ReleaseSpec, repository: str | None = None) -> ReleaseSpec
     """Packs the release's files into a bundle, pushes it, and returns the spec the workflow gets: the bundle
     reference instead of paths (``base_dir`` reset, so no path of this machine reaches the worker). Raises
     ReleaseError (exit 2) for a limit or a missing file before anything is pushed."""
+    import httpx
+
     from releases import bundle
+    from releases.loader import ReleaseError
 
     packed = bundle.pack(spec)
-    with bundle.Registry(repository or bundle.default_repository(spec)) as reg:
-        ref = reg.push(packed)
+    repo = repository or bundle.default_repository(spec)
+    field = "image.repository" if repository is None and spec.image else "ROLLWRIGHT_BUNDLE_REPOSITORY"
+    try:
+        with bundle.Registry(repo) as reg:
+            ref = reg.push(packed)
+    except httpx.TransportError as e:
+        # Same wording as the worker's registry check: the release names a registry nobody can reach.
+        raise ReleaseError("release bundle", f"registry {repo.split('/', 1)[0]} is unreachable: {e} (the release "
+                           f"bundle is pushed to {repo})", field=field) from None
     return spec.model_copy(update={"bundle": ref, "base_dir": "."})
 
 

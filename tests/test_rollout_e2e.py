@@ -19,7 +19,7 @@ from temporalio.client import Client
 
 from activities.kube import Kube
 from activities.revisions import decode, list_records
-from orchestrator.client import RolloutAlreadyRunning, RolloutClient
+from orchestrator.client import RolloutAlreadyRunning, RolloutClient, push_bundle
 from orchestrator.loader import load_spec
 from orchestrator.models import Outcome, Phase, RolloutResult
 from tests.helpers import (
@@ -272,8 +272,9 @@ async def test_plain_temporal_cli_start_behaves_like_rollwright_cli(worker: Work
                                                                     apps: k8s.AppsV1Api, registry: str, kube: Kube,
                                                                     cli_env: dict[str, str]) -> None:
     p = write_release(tmp_path, app="plain", namespace=namespace, registry=registry, objects=[deployment("plain")])
-    spec = load_spec(p)
-    payload = json.dumps(spec.model_dump(mode="json", exclude_defaults=True))
+    # What an operator does without the Rollwright client on the worker's side: push the bundle, start with it.
+    spec = push_bundle(load_spec(p))
+    payload = json.dumps(spec.model_dump(mode="json", exclude_defaults=True, exclude={"base_dir"}))
     r = temporal_cli("workflow", "start", "--type", "RolloutWorkflow", "--task-queue", task_queue,
                      "--workflow-id", "rollout.plain.test", "--input", payload, "--fail-existing", env=cli_env)
     assert r.returncode == 0, r.stderr
