@@ -24,7 +24,7 @@ import tests.test_zz_finding11_apiserver_restart as f11
 from orchestrator.client import RolloutClient
 from orchestrator.loader import load_spec
 from orchestrator.models import Outcome
-from tests.helpers import WorkerProcess, cli, deployment, write_release
+from tests.helpers import SESSION, WorkerProcess, cli, deployment, write_release
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
@@ -49,7 +49,7 @@ async def test_watch_cache_recovers_after_apiserver_restart_rollout_succeeds(
         if "RESTARTING" not in (f11.STATUS.read_text() if f11.STATUS.exists() else ""):
             break
         await asyncio.sleep(5)
-    app = "fleetrs"
+    app = f"fleetrs{SESSION[:5]}"
     p1 = write_release(tmp_path, app=app, namespace=namespace, registry=registry, image=False, version="v1",
                        objects=[f11._on_kwok(deployment(app, replicas=2))])
     assert cli("rollout", "start", "-f", str(p1), "--wait", env=cli_env).returncode == 0
