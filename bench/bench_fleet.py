@@ -160,7 +160,8 @@ async def run_rollwright(client: Client, queue: str, n: int, replicas: int, neve
 
 
 def run_kubectl(n: int, replicas: int, tmp: Path) -> dict[str, Any]:
-    nss = namespaces(f"bk{SID}", n)
+    nss = namespaces(f"bk{SID}n{n}", n)
+    tmp.mkdir(parents=True, exist_ok=True)
     files = []
     for i, ns in enumerate(nss):
         f = tmp / f"k{i}.yaml"
