@@ -60,7 +60,7 @@ class ReadinessActivities:
         changed = cache.subscribe(inp.namespace)
         informers = cache.acquire(kinds, inp.namespace)
         try:
-            informers = await self._synced(cache, informers, kinds, inp)
+            informers = await self._synced(cache, informers, kinds, inp, progress.deadline_at)
             floor = await asyncio.get_running_loop().run_in_executor(None, self._generations, inp)
             tracker = Tracker(targets=inp.workloads, since=progress.started_at)
             while True:
@@ -88,8 +88,8 @@ class ReadinessActivities:
             cache.unsubscribe(inp.namespace, changed)
             cache.release(kinds, inp.namespace)
 
-    async def _synced(self, cache: WatchCache, informers: list[Informer], kinds: set[str],
-                      inp: WaitInput) -> list[Informer]:
+    async def _synced(self, cache: WatchCache, informers: list[Informer], kinds: set[str], inp: WaitInput,
+                      deadline_at: float) -> list[Informer]:
         """Waits for the informers' first list; a 403 on a cluster-wide list switches the cache to namespaces,
         a 403 there is the wait's own error (non-retryable Forbidden)."""
         while not all(i.synced.is_set() for i in informers):
@@ -101,6 +101,10 @@ class ReadinessActivities:
                     informers = cache.acquire(kinds, inp.namespace)
                     continue
                 raise from_api(errs[0], f"watch {inp.namespace}")
+            if time.time() > deadline_at:  # the apiserver never answered the list: same end as a stuck rollout
+                raise ApplicationError(f"not ready within {inp.deadline_seconds}s: cannot list workloads "
+                                       f"({informers[0].error or 'no answer'})", type="ProgressDeadline",
+                                       non_retryable=True)
             activity.heartbeat()
             await asyncio.sleep(0.05)
         return informers
