@@ -1,6 +1,8 @@
 """``run_health_checks``: HTTP checks repeated through the bake time after readiness.
 
-Called by ``RolloutWorkflow`` once workloads are ready. A check fails the release when it reaches
+Called by ``RolloutWorkflow`` once workloads are ready. A check that names a ``service`` is resolved to the
+Service's ClusterIP through the Kubernetes API when the bake starts (kept in the heartbeat, so a retry probes
+the same address). A check fails the release when it reaches
 ``failure_threshold`` consecutive failures (Argo's ``failureLimit`` / Flagger's ``threshold``); it passes when the
 bake ends and its latest run of successes reached ``success_threshold``. Heartbeats carry the counters, so a
 retried attempt resumes with them and keeps the original bake end.
@@ -12,6 +14,7 @@ import time
 from datetime import UTC, datetime
 
 import httpx
+from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -29,9 +32,9 @@ class BakeProgress(BaseModel):
     streaks: list[int]
 
 
-def probe(client: httpx.Client, check: HttpCheck) -> tuple[bool, int | None, str | None]:
+def probe(client: httpx.Client, check: HttpCheck, url: str) -> tuple[bool, int | None, str | None]:
     try:
-        r = client.get(check.url, timeout=check.timeout_seconds)
+        r = client.get(url, timeout=check.timeout_seconds)
     except httpx.HTTPError as e:
         return False, None, f"{type(e).__name__}: {e}"[:200]
     return r.status_code == check.expected_status, r.status_code, None
@@ -41,6 +44,33 @@ class HealthActivities:
     def __init__(self, clients: Clients) -> None:
         self.c = clients
 
+    def target_url(self, inp: HealthInput, check: HttpCheck) -> str:
+        """The check's URL; a ``service`` reference becomes its ClusterIP and port, read from the API now."""
+        if check.url is not None:
+            return check.url
+        assert check.service is not None
+        ns = inp.spec.namespace
+        try:
+            svc = self.c.kube(inp.spec.kube_context).core.read_namespaced_service(check.service, ns)
+        except ApiException as e:
+            if e.status == 404:
+                raise ApplicationError(f"health check: Service {ns}/{check.service} not found",
+                                       type="HealthCheckFailed", non_retryable=True) from e
+            raise  # API unavailable: retryable
+        spec = svc.spec
+        assert spec is not None  # the API always returns a spec
+        ip = spec.cluster_ip
+        if not ip or ip == "None":
+            raise ApplicationError(f"health check: Service {ns}/{check.service} has no ClusterIP (headless)",
+                                   type="HealthCheckFailed", non_retryable=True)
+        ports = [p.port for p in spec.ports or []]
+        if check.port is not None and check.port not in ports:
+            raise ApplicationError(f"health check: Service {ns}/{check.service} has no port {check.port} "
+                                   f"(ports: {ports})", type="HealthCheckFailed", non_retryable=True)
+        port = check.port or ports[0]
+        host = f"[{ip}]" if ":" in ip else ip
+        return f"http://{host}:{port}{check.path}"
+
     @activity.defn(name="run_health_checks")
     def run_health_checks(self, inp: HealthInput) -> list[HealthResult]:
         checks = inp.spec.health.http
@@ -49,8 +79,9 @@ class HealthActivities:
             st = BakeProgress.model_validate(info.heartbeat_details[0])
             log.info("resuming bake from heartbeat (attempt %d)", info.attempt)
         else:
+            urls = [self.target_url(inp, c) for c in checks]
             st = BakeProgress(bake_end=time.time() + inp.spec.health.bake_seconds,
-                              results=[HealthResult(name=c.label, url=c.url, ok=True) for c in checks],
+                              results=[HealthResult(name=c.label, url=u, ok=True) for c, u in zip(checks, urls, strict=True)],
                               streaks=[0] * len(checks))
         next_at = [0.0] * len(checks)
         with self.c.http() as client:
@@ -60,8 +91,8 @@ class HealthActivities:
                     if now < next_at[i]:
                         continue
                     next_at[i] = now + c.interval_seconds
-                    ok, code, err = probe(client, c)
                     r = st.results[i]
+                    ok, code, err = probe(client, c, r.url)
                     r.last_status, r.last_error, r.checked_at = code, err, datetime.now(UTC)
                     if ok:
                         r.successes += 1
@@ -76,7 +107,7 @@ class HealthActivities:
                         self.c.flush_progress(ProgressReport(health=st.results))
                         what = f"HTTP {code}" if code is not None else err
                         raise ApplicationError(
-                            f"health check {c.url} failed {r.consecutive_failures}/{c.failure_threshold} "
+                            f"health check {r.url} failed {r.consecutive_failures}/{c.failure_threshold} "
                             f"(last: {what}, expected {c.expected_status})", type="HealthCheckFailed",
                             non_retryable=True)
                 activity.heartbeat(st.model_dump(mode="json"))

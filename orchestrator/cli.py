@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
@@ -76,10 +75,15 @@ def run(ctx: click.Context, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
             traceback.print_exc()
         msg = str(e) or type(e).__name__
         address = c.overrides.get("temporal_address") or os.environ.get("ROLLWRIGHT_TEMPORAL_ADDRESS", "127.0.0.1:7233")
-        if msg.startswith("Failed client connect"):  # the SDK's message carries a Rust error chain: keep its reason
-            reason = re.search(r'message: "([^"]+)"', msg)
-            _fail(f"cannot connect to Temporal at {address}: {reason.group(1) if reason else msg}",
-                  "is the server running? set --address or ROLLWRIGHT_TEMPORAL_ADDRESS", EXIT_ERROR)
+        if msg.startswith("Failed client connect"):  # the SDK's message carries a Rust error chain: explain it
+            from orchestrator.connect import explain_connect_error
+
+            try:
+                settings: Settings | None = c.settings()
+            except ConfigError:
+                settings = None
+            reason, why = explain_connect_error(msg, settings)
+            _fail(f"cannot connect to Temporal at {address}: {reason}", why, EXIT_ERROR)
         hint = None
         if "connect" in msg.lower() or "transport" in msg.lower():
             hint = f"is Temporal reachable at {address}?"
@@ -161,6 +165,37 @@ def setup(ctx: click.Context) -> None:
         click.echo("registered: " + (", ".join(added) if added else "nothing to do, all present"))
 
     run(ctx, go)
+    _exit(EXIT_OK)
+
+
+@main.command("codec-server")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="ROLLWRIGHT_CODEC_HOST")
+@click.option("--port", default=8899, show_default=True, type=click.IntRange(0, 65535), envvar="ROLLWRIGHT_CODEC_PORT")
+@click.option("--cors-origin", "cors_origins", multiple=True, envvar="ROLLWRIGHT_CODEC_CORS_ORIGINS",
+              help="origin of a Web UI allowed to call it, e.g. http://127.0.0.1:8233 (repeatable; env: comma list)")
+@click.pass_context
+def codec_server(ctx: click.Context, host: str, port: int, cors_origins: tuple[str, ...]) -> None:
+    """Serve /encode and /decode for the Web UI and `temporal --codec-endpoint` (needs ROLLWRIGHT_CODEC_KEYS*).
+
+    ROLLWRIGHT_CODEC_AUTH_TOKEN, when set, is required as `Authorization: Bearer <token>`."""
+    from orchestrator import logs
+    from orchestrator.codec import EncryptionCodec
+    from orchestrator.codec_server import serve
+
+    c: Ctx = ctx.obj
+    try:
+        settings = load_settings(**c.overrides)
+    except ConfigError as e:
+        _fail(str(e), "check the ROLLWRIGHT_CODEC_* environment variables", EXIT_INVALID)
+        return
+    ring = settings.key_ring()
+    if ring is None:
+        _fail("no codec keys configured", "set ROLLWRIGHT_CODEC_KEYS or ROLLWRIGHT_CODEC_KEYS_FILE", EXIT_INVALID)
+        return
+    origins = [o.strip() for item in cors_origins for o in item.split(",") if o.strip()]
+    logs.setup(settings.log_level, settings.log_format)
+    serve(EncryptionCodec(ring), host, port, cors_origins=origins,
+          auth_token=os.environ.get("ROLLWRIGHT_CODEC_AUTH_TOKEN") or None)
     _exit(EXIT_OK)
 
 

@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator import DEFAULT_TASK_QUEUE
+from orchestrator.codec import CodecError, KeyRing
 
 
 class ConfigError(Exception):
@@ -30,6 +31,7 @@ class Settings(BaseSettings):
     temporal_tls_cert: Path | None = Field(None, description="client certificate (mTLS)")
     temporal_tls_key: Path | None = Field(None, description="client key (mTLS)")
     temporal_tls_ca: Path | None = Field(None, description="CA bundle for the server certificate")
+    temporal_tls_server_name: str | None = Field(None, description="name to verify in the server certificate")
     temporal_api_key: str | None = Field(None, repr=False, description="API key (Temporal Cloud); never logged")
     http_host: str = Field("0.0.0.0", description="bind address of /healthz, /readyz, /metrics")
     http_port: int = Field(9090, ge=0, le=65535)
@@ -38,6 +40,10 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(30.0, ge=0, le=3600)
     max_concurrent_activities: int = Field(20, ge=1, le=1000)
     kubeconfig: Path | None = Field(None, description="kubeconfig for activities; in-cluster config when unset")
+    # Payload encryption (orchestrator.codec). Keys are secrets: never logged, never in the repo.
+    codec_keys: str | None = Field(None, repr=False, description="id=base64key[,id=base64key...]")
+    codec_keys_file: Path | None = Field(None, description="file of id=base64key lines, or a mounted Secret dir")
+    codec_key_id: str | None = Field(None, description="ID of the key that encrypts; the others only decrypt")
 
     @field_validator("temporal_address")
     @classmethod
@@ -46,6 +52,13 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit():
             raise ValueError("must be host:port")
         return v
+
+    @field_validator("temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca", "temporal_tls_server_name",
+                     "codec_keys", "codec_keys_file", "codec_key_id", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        # docker compose passes `${VAR:-}` as an empty string; Path("") would silently mean the current directory.
+        return None if v == "" else v
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -60,7 +73,15 @@ class Settings(BaseSettings):
             p = getattr(self, name)
             if p is not None and not p.is_file():
                 raise ValueError(f"ROLLWRIGHT_{name.upper()}: file not found: {p}")
+        self.key_ring()  # validates the codec keys now, at start, not at the first payload
         return self
+
+    def key_ring(self) -> KeyRing | None:
+        """The payload-encryption keys, or None when encryption is off."""
+        try:
+            return KeyRing.from_sources(self.codec_keys, self.codec_keys_file, self.codec_key_id)
+        except CodecError as e:
+            raise ValueError(str(e)) from None
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -54,19 +54,35 @@ class ImageSpec(_Model):
 
 
 class HttpCheck(_Model):
-    """An HTTP probe run repeatedly during the bake time."""
+    """An HTTP probe run repeatedly during the bake time.
+
+    The target is either ``url`` or ``service``: a Service of the release's namespace, which the health activity
+    resolves through the Kubernetes API to ``http://<clusterIP>:<port><path>`` when the bake starts. That reaches
+    the app through its Service from wherever the worker runs, as long as it can reach ClusterIPs (in a pod, or
+    on a node running kube-proxy, like the local stack's host)."""
 
     name: str | None = None
-    url: str = Field(pattern=r"^https?://")
+    url: str | None = Field(None, pattern=r"^https?://")
+    service: DnsLabel | None = Field(None, description="a Service in the release's namespace, instead of url")
+    port: int | None = Field(None, ge=1, le=65535, description="the Service port; default: its first port")
+    path: str = Field("/", pattern=r"^/", description="request path, with service")
     expected_status: int = Field(200, ge=100, le=599)
     interval_seconds: float = Field(2.0, gt=0, le=300)
     timeout_seconds: float = Field(2.0, gt=0, le=60)
     success_threshold: int = Field(1, ge=1, le=100)
     failure_threshold: int = Field(3, ge=1, le=100)
 
+    @model_validator(mode="after")
+    def _one_target(self) -> HttpCheck:
+        if (self.url is None) == (self.service is None):
+            raise ValueError("exactly one of url or service is required")
+        if self.url is not None and (self.port is not None or self.path != "/"):
+            raise ValueError("port and path go with service; put them in url")
+        return self
+
     @property
     def label(self) -> str:
-        return self.name or self.url
+        return self.name or self.url or f"service/{self.service}{':' + str(self.port) if self.port else ''}{self.path}"
 
 
 class HealthSpec(_Model):

@@ -37,7 +37,7 @@ from activities.readiness import ReadinessActivities
 from activities.release import ReleaseActivities
 from orchestrator import __version__
 from orchestrator.config import Settings
-from orchestrator.connect import connect
+from orchestrator.connect import connect, explain_connect_error
 from orchestrator.health import HealthServer
 from workflows.rollout import RolloutWorkflow
 
@@ -93,7 +93,8 @@ async def run(settings: Settings) -> None:
         try:
             client = await connect(settings, runtime=runtime)
         except Exception as e:
-            state["why"] = f"cannot connect to Temporal at {settings.temporal_address}: {e}"
+            reason, _ = explain_connect_error(str(e), settings)
+            state["why"] = f"cannot connect to Temporal at {settings.temporal_address}: {reason}"
             log.warning("%s; retrying in 2s", state["why"])
             await asyncio.sleep(2)
     clients = Clients(kubeconfig=settings.kubeconfig, temporal=client, loop=asyncio.get_running_loop())

@@ -2,6 +2,7 @@
 # Builds the local base images that nothing can pull here, and pushes them to the local registry:
 #   rollwright/busybox:static      FROM scratch + Debian busybox-static (used by demo/test app builds)
 #   rollwright/python-base:3.11    debootstrap bookworm rootfs with python3 + venv, trusting the host's CA bundle
+#   $REG/pause:3.10                the real node's pod sandbox image (tools/pause)
 # Called by scripts/stack.sh (and .ci/run). Idempotent: an image already present is kept.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -32,6 +33,7 @@ if ! have "$PY_IMAGE"; then
     -c 'CMD ["python3"]' - "$PY_IMAGE" >/dev/null
   log "base-images: imported $PY_IMAGE"
 fi
+bash "$ROOT/tools/pause/build.sh" >/dev/null
 # The demo app image, pushed so cluster tests have a real repo@digest to reference.
 docker build -q -t "$REG/rollwright/demo-app:base" "$ROOT/images/demo-app" >/dev/null 2>&1
 docker push -q "$REG/rollwright/demo-app:base" >/dev/null

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts/stops the local Kubernetes cluster: etcd v3.6 (built, see tools/etcd) + kube-apiserver/controller-manager/scheduler v1.34
 # (built from the Go module proxy by tools/k8s/build.sh) + kwok, all on 127.0.0.1 via kwokctl's binary runtime,
-# with 3 fake nodes. Writes the kubeconfig to $STATE/kubeconfig.
+# with 3 fake nodes (tainted rollwright.io/simulated) and one real node, real-0 (scripts/node.sh).
+# Writes the kubeconfig to $STATE/kubeconfig.
 #   up      build-or-reuse binaries, create the cluster (or reuse a running one), register nodes
 #   down    delete the cluster and its state
 # Called by scripts/stack.sh and .ci/run.
@@ -10,6 +11,9 @@ source "$(dirname "$0")/lib.sh"
 source "$ROOT/tools/k8s/versions.env"
 NAME="${ROLLWRIGHT_CLUSTER:-rollwright}"
 NODES="${ROLLWRIGHT_NODES:-3}"
+SERVICE_CIDR=10.96.0.0/16
+# Ordinary pods run on the real node; KWOK's nodes only take pods that tolerate this taint (README "Scheduling").
+SIM_TAINT=rollwright.io/simulated=true:NoSchedule
 export KWOK_WORKDIR="$STATE/kwok"
 KOUT="$CACHE/k8sbin/v$KUBE_VERSION"; WOUT="$CACHE/kwok/v$KWOK_VERSION"
 KWOKCTL="$WOUT/kwokctl"
@@ -18,8 +22,15 @@ kc() { kubectl --kubeconfig "$KUBECONFIG_OUT" "$@"; }
 
 up() {
   bash "$ROOT/tools/k8s/build.sh" >/dev/null
-  if [[ -f $KUBECONFIG_OUT ]] && kc get --raw /readyz >/dev/null 2>&1; then
-    log "cluster: $NAME already running, reused"; nodes; return; fi
+  # A running apiserver can be briefly unready (a test restarting it, a loaded machine): wait before concluding
+  # the cluster is gone, since the branch below deletes and re-creates it.
+  if [[ -f $KUBECONFIG_OUT ]] && { kc get --raw /readyz >/dev/null 2>&1 ||
+       { [[ -n $(pgrep -f "$KWOK_WORKDIR/clusters/$NAME/bin/kube-apiserver" || true) ]] &&
+         wait_for kube-apiserver 30 kc get --raw /readyz; }; }; then
+    log "cluster: $NAME already running, reused"
+    grep -q manage-nodes-with-annotation-selector "$STATE/kwokctl.yaml" 2>/dev/null ||
+      log "cluster: WARNING: made by an older scripts/cluster.sh (kwok manages every node): run 'scripts/stack.sh down' then 'up'"
+    scheduling; bash "$ROOT/scripts/node.sh" up; nodes; return; fi
   "$KWOKCTL" --name "$NAME" delete cluster >/dev/null 2>&1 || true
   local cfg="$STATE/kwokctl.yaml" stage="$WOUT/stage"
   cat > "$cfg" <<CFG
@@ -36,6 +47,23 @@ options:
   etcdBinary: $CACHE/etcd/v$ETCD_VERSION/etcd
   kubeAuthorization: true
   disableQPSLimits: true
+# The real node (scripts/node.sh) joins this cluster:
+# - kwok manages only its own nodes (kwokctl's default, --manage-all-nodes, would take over real-0's Lease and
+#   mark its pods Ready with fake IPs before the kubelet reports);
+# - the apiserver dials kubelets by InternalIP (a Hostname lookup goes to the outside resolver), with a client
+#   certificate the kubelet's x509 authentication accepts;
+# - Services get their own range: kwok's fake pod IPs are 10.0.0.x, the apiserver's default Service range.
+componentsPatches:
+- name: kwok-controller
+  extraArgs:
+  - {key: manage-all-nodes, value: "false"}
+  - {key: manage-nodes-with-annotation-selector, value: "kwok.x-k8s.io/node=fake"}
+- name: kube-apiserver
+  extraArgs:
+  - {key: kubelet-preferred-address-types, value: "InternalIP"}
+  - {key: kubelet-client-certificate, value: "$KWOK_WORKDIR/clusters/$NAME/pki/admin.crt"}
+  - {key: kubelet-client-key, value: "$KWOK_WORKDIR/clusters/$NAME/pki/admin.key"}
+  - {key: service-cluster-ip-range, value: "$SERVICE_CIDR"}
 CFG
   # A config that holds any Stage replaces kwokctl's defaults, so the default stages are listed too.
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
@@ -56,12 +84,25 @@ CFG
   wait_for kwokctl 60 bash -c "[[ \$(kubectl --kubeconfig '$KUBECONFIG_OUT' get nodes --no-headers 2>/dev/null | grep -c ' Ready') -ge $NODES ]]"
   # The default ServiceAccount comes from kube-controller-manager; tests create pods right away.
   wait_for kwokctl 60 kc -n default get serviceaccount default
+  scheduling
+  bash "$ROOT/scripts/node.sh" up
   nodes
+}
+
+# KWOK nodes are tainted when the real node runs (ordinary pods go there); without it (ROLLWRIGHT_REAL_NODE=0), or
+# while the real node is registered tainted itself (ROLLWRIGHT_NODE_TAINT, scripts/node.sh), they take every pod.
+scheduling() {
+  if [[ ${ROLLWRIGHT_REAL_NODE:-1} == 0 || -n ${ROLLWRIGHT_NODE_TAINT:-} ]]; then
+    kc taint nodes -l type=kwok "${SIM_TAINT%%=*}-" >/dev/null 2>&1 || true
+  else
+    kc taint nodes -l type=kwok "$SIM_TAINT" --overwrite >/dev/null
+  fi
 }
 
 nodes() { log "cluster: $(kc get nodes --no-headers | awk '{print $1"="$2}' | tr '\n' ' ')"; }
 
 down() {
+  bash "$ROOT/scripts/node.sh" down
   "$KWOKCTL" --name "$NAME" delete cluster >/dev/null 2>&1 || true
   rm -rf "$KWOK_WORKDIR/clusters/$NAME" "$KUBECONFIG_OUT"
 }

@@ -5,4 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-system.sh
 bash tools/k8s/build.sh >/dev/null
+bash tools/temporal/build.sh >/dev/null  # real Temporal server + UI server: compose stack, TLS test
+# CoreDNS (the real node's cluster DNS) compiles while pip downloads: its ~4 cold minutes mostly overlap.
+bash tools/coredns/build.sh >/dev/null & dns=$!
 bash scripts/install-python.sh
+wait $dns || { echo "setup: CoreDNS build failed" >&2; exit 1; }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole local stack in one command: Docker engine + registry, base images, Temporal dev server (UI included)
-# and the Kubernetes cluster (etcd, kube-apiserver, controller-manager, scheduler, kwok).
+# and the Kubernetes cluster (etcd, kube-apiserver, controller-manager, scheduler, kwok, and the real node real-0:
+# containerd, kubelet, kube-proxy, CoreDNS — scripts/node.sh).
 #   scripts/stack.sh up | down | status | env
 # `up` is idempotent: running parts are reused. `env` prints the variables tests and the CLI read.
 # Called by scripts/demo.sh, scripts/test.sh and .ci/run.
@@ -22,7 +23,12 @@ case "${1:-up}" in
   status)
     for p in "$STATE"/run/*.pid; do [[ -f $p ]] || continue; n=$(basename "$p" .pid)
       kill -0 "$(cat "$p")" 2>/dev/null && echo "$n: running (pid $(cat "$p"))" || echo "$n: dead"; done
-    ps -eo rss,comm | awk '/etcd|kube-|kwok|temporal|dockerd|containerd|registry/ {s+=$1; print} END {printf "total RSS: %d MiB\n", s/1024}'
+    # Every stack process (the real node's kubelet, containerd + shims and CoreDNS included), plus the real
+    # node's pods, measured by their cgroup (v1 memory controller, or v2).
+    pods=0; for f in /sys/fs/cgroup/memory/kubepods/memory.usage_in_bytes /sys/fs/cgroup/kubepods/memory.current; do
+      [[ -f $f ]] && { pods=$(( $(cat "$f") / 1024 )); break; }; done
+    ps -eo rss,comm | awk -v pods="$pods" '/etcd|kube|kwok|temporal|dockerd|containerd|registry|coredns/ {s+=$1; print}
+      END {printf "processes: %d MiB; real node pods (cgroup kubepods): %d MiB\ntotal RSS: %d MiB\n", s/1024, pods/1024, (s+pods)/1024}'
     ;;
   env)
     echo "export KUBECONFIG=$STATE/kubeconfig ROLLWRIGHT_KUBECONFIG=$STATE/kubeconfig"

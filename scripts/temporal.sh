@@ -16,6 +16,8 @@ up() {
   args=(server start-dev --ip 127.0.0.1 --port "$PORT" --ui-port "$UI_PORT" --http-port "$((PORT + 10))"
         --metrics-port "$((PORT + 11))" --db-filename "$STATE/temporal.db" --log-level warn)
   for a in "${SA[@]}"; do args+=(--search-attribute "$a"); done
+  # Encryption on (README "Encrypting workflow payloads"): the UI asks this `rollwright codec-server` to decode.
+  [[ -n ${ROLLWRIGHT_UI_CODEC_ENDPOINT:-} ]] && args+=(--ui-codec-endpoint "$ROLLWRIGHT_UI_CODEC_ENDPOINT")
   log "temporal: starting dev server on 127.0.0.1:$PORT (UI http://127.0.0.1:$UI_PORT)"
   start_bg temporal "$TEMPORAL" "${args[@]}"
   wait_for temporal 60 "$TEMPORAL" operator cluster health --address "127.0.0.1:$PORT"

@@ -129,16 +129,34 @@ class HealthTarget:
         self.server.shutdown()
 
 
+# The scheduling contract (README "Scheduling: real node and KWOK nodes"): ordinary pods land on the real node;
+# KWOK's nodes carry this taint and the label type=kwok, so a pod runs simulated only when its template says so.
+SIM_TOLERATION = {"key": "rollwright.io/simulated", "operator": "Exists", "effect": "NoSchedule"}
+SIM_NODE_SELECTOR = {"type": "kwok"}
+
+
+def simulated(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """Puts a pod spec (a template's ``spec``) on the KWOK nodes: tolerates their taint and selects them.
+    Needed for the ``sim.rollwright.io/behavior`` stages and for scale (no container runs there)."""
+    pod_spec.setdefault("tolerations", []).append(dict(SIM_TOLERATION))
+    pod_spec["nodeSelector"] = dict(pod_spec.get("nodeSelector") or {}, **SIM_NODE_SELECTOR)
+    return pod_spec
+
+
 def deployment(name: str, *, replicas: int = 2, behavior: str | None = None, deadline: int = 600,
-               image: str = "REPO:latest", config: str | None = None) -> dict[str, Any]:
+               image: str = "REPO:latest", config: str | None = None, real: bool = False) -> dict[str, Any]:
+    """A Deployment of the demo app. Simulated on KWOK nodes unless ``real`` (then the real node runs it)."""
     labels = {"app": name}
     tpl_labels = dict(labels, **({"sim.rollwright.io/behavior": behavior} if behavior else {}))
     c: dict[str, Any] = {"name": "web", "image": image, "ports": [{"containerPort": 8080}]}
     if config:
         c["envFrom"] = [{"configMapRef": {"name": config}}]
+    pod: dict[str, Any] = {"containers": [c]}
+    if not real:
+        simulated(pod)
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
             "spec": {"replicas": replicas, "progressDeadlineSeconds": deadline, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": tpl_labels}, "spec": {"containers": [c]}}}}
+                     "template": {"metadata": {"labels": tpl_labels}, "spec": pod}}}
 
 
 def configmap(name: str, data: dict[str, str]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates go.mod/go.sum of the wrapper module that builds the Kubernetes control plane.
+# Regenerates go.mod/go.sum of the wrapper module that builds the Kubernetes control plane
+# and the real node's kubelet + kube-proxy.
 # Run by hand when bumping KUBE_VERSION; the result is committed, and build.sh uses it read-only.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,6 +17,8 @@ mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-con
   for m in $mods; do printf '\tk8s.io/%s => k8s.io/%s v%s\n' "$m" "$m" "$SV"; done; echo ")"; } > go.mod
 rm -f go.sum
 export GOTOOLCHAIN=local CGO_ENABLED=0
+# kubelet and kube-proxy run the stack's one real node (scripts/node.sh).
 go get -tool k8s.io/kubernetes/cmd/kube-apiserver@v$KUBE_VERSION \
-  k8s.io/kubernetes/cmd/kube-controller-manager@v$KUBE_VERSION k8s.io/kubernetes/cmd/kube-scheduler@v$KUBE_VERSION
+  k8s.io/kubernetes/cmd/kube-controller-manager@v$KUBE_VERSION k8s.io/kubernetes/cmd/kube-scheduler@v$KUBE_VERSION \
+  k8s.io/kubernetes/cmd/kubelet@v$KUBE_VERSION k8s.io/kubernetes/cmd/kube-proxy@v$KUBE_VERSION
 go mod tidy
