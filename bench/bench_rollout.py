@@ -145,11 +145,16 @@ def first_real_failure(ns: str, stop: threading.Event, out: dict[str, float]) ->
 async def real_node(rc: RolloutClient, d: Path, tag: str, n: int, results: dict[str, Any]) -> None:
     """The same measurements with pods that really run on the real node (demo app image, 2 replicas each)."""
     ns_rw, ns_k = f"bench-rrw-{tag}", f"bench-rkc-{tag}"
+    # The demo app from this checkout (rollwright/demo-app:base is shared by every checkout using the stack).
+    image = f"127.0.0.1:5000/rollwright-bench/demo-app:{tag}"
+    subprocess.run(["docker", "build", "-q", "-t", image, str(ROOT / "images/demo-app")], check=True,
+                   capture_output=True)
+    subprocess.run(["docker", "push", "-q", image], check=True, capture_output=True)
     for ns in (ns_rw, ns_k):
         kubectl("create", "namespace", ns)
     try:
         for phase in ("install", "update"):
-            objs = objects(n, f"real-{phase}", real=True)
+            objs = objects(n, f"real-{phase}", real=True, image=image)
             t_rw, res, _ = await rollwright(rc, write(d, ns_rw, f"benchr{tag}", objs, f"real-{phase}"))
             assert res.outcome.value == "Succeeded", res
             mf = d / f"kubectl-real-{phase}.yaml"
@@ -167,11 +172,11 @@ async def real_node(rc: RolloutClient, d: Path, tag: str, n: int, results: dict[
             ns = f"bench-rf-{kind[:5]}-{tag}"
             kubectl("create", "namespace", ns)
             app = f"brf{kind[:3]}{tag}"
-            ok = objects(1, "ok", real=True)
+            ok = objects(1, "ok", real=True, image=image)
             await rollwright(rc, write(d, ns, app, ok, f"rok-{kind}"))
             bad = objects(1, f"bad-{kind}", real=True, deadline=600,
                           command=crash if kind == "crashloop" else None,
-                          image=IMAGE if kind == "crashloop" else f"127.0.0.1:5000/absent/image:{tag}")
+                          image=image if kind == "crashloop" else f"127.0.0.1:5000/absent/image:{tag}")
             bad[-1]["spec"]["template"]["metadata"]["labels"]["bench"] = "bad"
             stop, seen = threading.Event(), {}
             th = threading.Thread(target=first_real_failure, args=(ns, stop, seen), daemon=True)
@@ -179,7 +184,7 @@ async def real_node(rc: RolloutClient, d: Path, tag: str, n: int, results: dict[
             t0 = time.time()
             _, res, run_id = await rollwright(rc, write(d, ns, app, bad, f"rbad-{kind}", 600))
             stop.set()
-            t_rb = event_time(history_events(f"rollout-{app}-bench", run_id), "rollback_release")
+            t_rb = event_time(history_events(f"rollout.{app}.bench", run_id), "rollback_release")
             key = "crashloop" if kind == "crashloop" else "pull"
             row = {"outcome": res.outcome.value, "cause": res.cause, "progress_deadline_s": 600,
                    "apply_to_rollback_s": round(t_rb - t0, 2) if t_rb else None,

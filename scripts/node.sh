@@ -204,10 +204,12 @@ up() {
       --root-dir "$KUBELET_ROOT" --cert-dir "$ND/kubelet-pki" --hostname-override "$NODE" --node-ip "$NODE_IP" \
       --node-labels "rollwright.io/node=real" ${ROLLWRIGHT_NODE_TAINT:+--register-with-taints "$ROLLWRIGHT_NODE_TAINT"}
   fi
+  # A short min sync period: a pod that just became Ready is reachable through its Service sooner (the default
+  # 1 s showed as a refused first health probe right after readiness).
   if ! alive node-kube-proxy; then
     start_bg node-kube-proxy "$KOUT/kube-proxy" --kubeconfig "$ND/kube-proxy.kubeconfig" \
       --hostname-override "$NODE" --bind-address "$NODE_IP" --cluster-cidr "$CLUSTER_CIDR" --proxy-mode iptables \
-      --conntrack-max-per-core 0 --iptables-localhost-nodeports=false \
+      --conntrack-max-per-core 0 --iptables-localhost-nodeports=false --iptables-min-sync-period 100ms \
       --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256
   fi
   if ! alive node-coredns; then

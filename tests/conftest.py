@@ -1,7 +1,7 @@
 """Session fixtures that start (or reuse) the real local stack and hand tests its clients.
 
 Every part is real: the Temporal dev server, the Docker engine, the registry and a kube-apiserver with
-kube-controller-manager, kube-scheduler and KWOK nodes (scripts/stack.sh). A part that cannot be started fails the
+kube-controller-manager, kube-scheduler, KWOK nodes and the real node real-0 (scripts/stack.sh). A part that cannot be started fails the
 tests that need it, loudly; nothing is skipped.
 """
 

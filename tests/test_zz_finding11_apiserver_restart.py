@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -108,7 +109,7 @@ async def test_finding11_apiserver_restart_mid_wait_rollout_completes_or_rolls_b
         if "RESTARTING" not in (STATUS.read_text() if STATUS.exists() else ""):
             break
         await asyncio.sleep(5)
-    app = "f11"
+    app = f"f11-{uuid.uuid4().hex[:5]}"  # the workflow ID is a global lock: never reuse one across runs
     p1 = write_release(tmp_path, app=app, namespace=namespace, registry=registry, image=False, version="v1",
                        objects=[_on_kwok(deployment(app, replicas=2))])
     assert cli("rollout", "start", "-f", str(p1), "--wait", env=cli_env).returncode == 0
