@@ -68,6 +68,14 @@ componentsPatches:
   - {key: kubelet-client-certificate, value: "$KWOK_WORKDIR/clusters/$NAME/pki/admin.crt"}
   - {key: kubelet-client-key, value: "$KWOK_WORKDIR/clusters/$NAME/pki/admin.key"}
   - {key: service-cluster-ip-range, value: "$SERVICE_CIDR"}
+# Single instances: without leader election an apiserver restart (tests do one) or a load spike cannot make them
+# exit on a missed lease renewal, which kwokctl would not restart.
+- name: kube-controller-manager
+  extraArgs:
+  - {key: leader-elect, value: "false"}
+- name: kube-scheduler
+  extraArgs:
+  - {key: leader-elect, value: "false"}
 CFG
   # A config that holds any Stage replaces kwokctl's defaults, so the default stages are listed too.
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
