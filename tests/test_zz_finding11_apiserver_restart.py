@@ -31,15 +31,7 @@ from tests.helpers import STATE, WorkerProcess, cli, deployment, wait_until, wri
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 STATUS = Path("/tmp/stack-status.txt")
 CLUSTER = STATE / "kwok" / "clusters" / os.environ.get("ROLLWRIGHT_CLUSTER", "rollwright")
-KWOK_TOLERATION = {"key": "rollwright.io/simulated", "operator": "Exists", "effect": "NoSchedule"}
 DOWN_SECONDS = 5
-
-
-def _on_kwok(obj: dict) -> dict:  # type: ignore[type-arg]
-    pod = obj["spec"]["template"]["spec"]
-    pod["tolerations"] = [KWOK_TOLERATION]
-    pod["nodeSelector"] = {"type": "kwok"}
-    return obj
 
 
 def _apiserver_ready(kubeconfig: Path) -> bool:
@@ -111,11 +103,11 @@ async def test_finding11_apiserver_restart_mid_wait_rollout_completes_or_rolls_b
         await asyncio.sleep(5)
     app = f"f11-{uuid.uuid4().hex[:5]}"  # the workflow ID is a global lock: never reuse one across runs
     p1 = write_release(tmp_path, app=app, namespace=namespace, registry=registry, image=False, version="v1",
-                       objects=[_on_kwok(deployment(app, replicas=2))])
+                       objects=[deployment(app, replicas=2)])
     assert cli("rollout", "start", "-f", str(p1), "--wait", env=cli_env).returncode == 0
     # v2's pods become ready 12 s after they start (kwok stage "slow"): the wait is in progress when we cut.
     p2 = write_release(tmp_path, app=app, namespace=namespace, registry=registry, image=False, version="v2",
-                       objects=[_on_kwok(deployment(app, replicas=2, behavior="slow"))],
+                       objects=[deployment(app, replicas=2, behavior="slow")],
                        health={"progress_deadline_seconds": 240})
     rc = RolloutClient(temporal, task_queue)
     handle = await rc.start(load_spec(p2))

@@ -51,10 +51,10 @@ async def test_watch_cache_recovers_after_apiserver_restart_rollout_succeeds(
         await asyncio.sleep(5)
     app = f"fleetrs{SESSION[:5]}"
     p1 = write_release(tmp_path, app=app, namespace=namespace, registry=registry, image=False, version="v1",
-                       objects=[f11._on_kwok(deployment(app, replicas=2))])
+                       objects=[deployment(app, replicas=2)])
     assert cli("rollout", "start", "-f", str(p1), "--wait", env=cli_env).returncode == 0
     p2 = write_release(tmp_path, app=app, namespace=namespace, registry=registry, image=False, version="v2",
-                       objects=[f11._on_kwok(deployment(app, replicas=2, behavior="slow"))],
+                       objects=[deployment(app, replicas=2, behavior="slow")],
                        health={"progress_deadline_seconds": 300})
     rc = RolloutClient(temporal, task_queue)
     handle = await rc.start(load_spec(p2))
