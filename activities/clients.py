@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import docker
 import httpx
@@ -34,6 +35,7 @@ class Clients:
         self.temporal = temporal
         self.loop = loop
         self._last_report: dict[str, tuple[float, str]] = {}
+        self._pending: set[Any] = set()  # in-flight progress signals (kept referenced until done)
         insecure = os.environ.get("ROLLWRIGHT_INSECURE_REGISTRIES", "")
         self.insecure_registries = {r.strip() for r in insecure.split(",") if r.strip()}
 
@@ -53,9 +55,10 @@ class Clients:
         return httpx.Client(timeout=timeout)
 
     def report_progress(self, report: ProgressReport, *, min_interval: float = 2.0) -> None:
-        """Best effort: signals the workflow when what an activity observes has changed, at most every
-        ``min_interval`` seconds, so the ``status`` query and the UI's current details stay live without a
-        history event per heartbeat."""
+        """Best effort and never blocking: signals the workflow when what an activity observes has changed, at most
+        every ``min_interval`` seconds, so the ``status`` query and the UI's current details stay live without a
+        history event per heartbeat. Fire-and-forget from both sync (thread) and async activities: a slow Temporal
+        frontend must not hold the activity (issue 13: a 5 s blocking signal per report stalled the waits)."""
         if self.temporal is None or self.loop is None:
             return
         info = activity.info()
@@ -66,15 +69,25 @@ class Clients:
             return
         self._last_report[key] = (time.monotonic(), body)
         handle = self.temporal.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
-        fut = asyncio.run_coroutine_threadsafe(handle.signal("report_progress", report), self.loop)
+        coro = handle.signal("report_progress", report)
         try:
-            fut.result(timeout=5)
-        except Exception as e:  # progress is advisory; never fail the step because of it
-            log.debug("progress signal failed: %s", e)
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            task: Any = self.loop.create_task(coro)
+        else:
+            task = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        self._pending.add(task)
+        task.add_done_callback(self._signal_done)
+
+    def _signal_done(self, task: Any) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # advisory: never fail the step because of it
+            log.debug("progress signal failed: %s", task.exception())
 
     def flush_progress(self, report: ProgressReport) -> None:
-        """Sends the final observation regardless of the rate limit (the workflow then has the end state)."""
-        self._last_report.pop(f"{activity.info().workflow_id}/{activity.info().activity_id}", None)
+        """Sends the final observation regardless of the rate limit (the workflow then has the end state); forgets
+        the activity's rate-limit entry so the table does not grow with every wait."""
         self.report_progress(report, min_interval=0)
-
-
+        self._last_report.pop(f"{activity.info().workflow_id}/{activity.info().activity_id}", None)

@@ -1,21 +1,19 @@
-"""``wait_ready``: watches the release's workloads until kubectl's success predicate holds, or fails fast.
+"""``wait_ready``: waits until the release's workloads meet kubectl's success predicate, or fails fast.
 
-Called by ``RolloutWorkflow`` after the apply, and again after a rollback to wait for the restored revision.
-Watches (not polls) the workloads, their ReplicaSets and pods; heartbeats what it sees; on a retry after a worker
-crash it resumes from the heartbeat details, keeping the original deadline rather than starting a new one.
-A cancel (operator abort) arrives through the heartbeat and stops the watches before the activity returns.
+Called by ``RolloutWorkflow`` after the apply, and again after a rollback to wait for the restored revision; runs on
+the worker's ``<task queue>-waits`` queue (orchestrator/worker.py). An ``async def`` activity over the worker's
+shared watch cache (activities/watch_cache.py): it judges the namespace's cached objects with the pure rules of
+``activities.readiness_rules`` whenever the cache says the namespace changed, and otherwise sleeps on an asyncio
+event — no thread and no executor slot for the wait's duration, no watch of its own. Heartbeats what it sees; on a
+retry after a worker crash it resumes from the heartbeat details, keeping the original deadline. A cancel (operator
+abort) arrives through the heartbeat as ``CancelledError`` at the next await.
 """
-
 from __future__ import annotations
 
-import json
-import queue
-import threading
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
-from typing import Any
 
-from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel
 from temporalio import activity
@@ -23,8 +21,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.clients import Clients
 from activities.errors import from_api
-from activities.kube import Kube
 from activities.readiness_rules import Tracker
+from activities.watch_cache import KINDS, Informer, WatchCache, WatchCaches
 from contract.models import ProgressReport, WaitInput, WaitResult, WorkloadStatus
 
 log = activity.logger
@@ -38,64 +36,17 @@ class WaitProgress(BaseModel):
     workloads: list[WorkloadStatus] = []
 
 
-class _Watcher(threading.Thread):
-    """List-then-watch of one resource type in one namespace, feeding (kind, type, object) into a queue."""
-
-    def __init__(self, kind: str, lister: Callable[..., Any], namespace: str, out: queue.Queue[Any]) -> None:
-        super().__init__(daemon=True, name=f"watch-{kind}")
-        self.kind, self.lister, self.namespace, self.out = kind, lister, namespace, out
-        self.stopped = threading.Event()
-        self._w: watch.Watch | None = None
-
-    def run(self) -> None:
-        rv = None
-        while not self.stopped.is_set():
-            try:
-                if rv is None:
-                    resp = self.lister(self.namespace, _preload_content=False, _request_timeout=30)
-                    body = json.loads(resp.data)
-                    for item in body.get("items", []):
-                        item.setdefault("kind", self.kind)
-                        self.out.put((self.kind, "ADDED", item))
-                    rv = body["metadata"]["resourceVersion"]
-                self._w = watch.Watch()
-                # Short server-side timeouts bound how long a stop() waits for the thread.
-                for ev in self._w.stream(self.lister, self.namespace, resource_version=rv, timeout_seconds=5,
-                                         allow_watch_bookmarks=True):
-                    if self.stopped.is_set():
-                        break
-                    obj = ev["raw_object"]
-                    if ev["type"] == "BOOKMARK":
-                        rv = obj["metadata"]["resourceVersion"]
-                        continue
-                    if ev["type"] == "ERROR":
-                        rv = None  # 410 Gone: the resource version expired, list again
-                        break
-                    rv = obj["metadata"]["resourceVersion"]
-                    self.out.put((self.kind, ev["type"], obj))
-            except ApiException as e:
-                if e.status == 410:
-                    rv = None
-                    continue
-                self.out.put(("__error__", str(e.status), from_api(e, f"watch {self.kind}")))
-                self.stopped.wait(1)
-            except Exception as e:  # connection reset etc.: retry the watch, the list catches us up
-                log.debug("watch %s interrupted: %s", self.kind, e)
-                rv = None
-                self.stopped.wait(1)
-
-    def stop(self) -> None:
-        self.stopped.set()
-        if self._w is not None:
-            self._w.stop()
+# How often an idle wait wakes to heartbeat and check its deadline (changes wake it at once).
+TICK_SECONDS = 2.0
 
 
 class ReadinessActivities:
-    def __init__(self, clients: Clients) -> None:
+    def __init__(self, clients: Clients, caches: WatchCaches | None = None) -> None:
         self.c = clients
+        self.caches = caches or WatchCaches(clients.kube)
 
     @activity.defn(name="wait_ready")
-    def wait_ready(self, inp: WaitInput) -> WaitResult:
+    async def wait_ready(self, inp: WaitInput) -> WaitResult:
         info = activity.info()
         now = time.time()
         progress = WaitProgress(deadline_at=now + inp.deadline_seconds, started_at=now)
@@ -104,53 +55,96 @@ class ReadinessActivities:
             progress = WaitProgress.model_validate(info.heartbeat_details[0])
             log.info("resuming readiness wait from heartbeat (attempt %d, %d s left)", info.attempt,
                      int(progress.deadline_at - now))
-        kube = self.c.kube(inp.kube_context)
-        tracker = Tracker(targets=inp.workloads, since=progress.started_at)
-        events: queue.Queue[Any] = queue.Queue()
-        watchers = [_Watcher(k, fn, inp.namespace, events) for k, fn in self._listers(kube, inp).items()]
-        for w in watchers:
-            w.start()
+        cache = self.caches(inp.kube_context)
+        kinds = _kinds(inp)
+        changed = cache.subscribe(inp.namespace)
+        informers = cache.acquire(kinds, inp.namespace)
         try:
-            return self._loop(inp, tracker, events, progress)
+            informers = await self._synced(cache, informers, kinds, inp, progress.deadline_at)
+            floor = await asyncio.get_running_loop().run_in_executor(None, self._generations, inp)
+            tracker = Tracker(targets=inp.workloads, since=progress.started_at)
+            while True:
+                changed.clear()
+                self._fill(tracker, informers, inp.namespace, floor)
+                statuses, done, failure = tracker.evaluate()
+                progress.workloads = statuses
+                activity.heartbeat(progress.model_dump())  # throttled by the SDK; where a cancel is delivered
+                if failure:
+                    self.c.flush_progress(ProgressReport(workloads=statuses))
+                    raise ApplicationError(failure, type="WorkloadFailed", non_retryable=True)
+                if done:
+                    self.c.flush_progress(ProgressReport(workloads=statuses))
+                    return WaitResult(workloads=statuses, seconds=round(time.time() - progress.started_at, 3))
+                self.c.report_progress(ProgressReport(workloads=statuses))
+                left = progress.deadline_at - time.time()
+                if left <= 0:
+                    pending = "; ".join(f"{s.kind.lower()} {s.name}: {s.message}" for s in statuses if not s.ready_now)
+                    raise ApplicationError(f"not ready within {inp.deadline_seconds}s: {pending}",
+                                           type="ProgressDeadline", non_retryable=True)
+                # Wake on a change in the namespace, or every few seconds to heartbeat and check the deadline.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=min(TICK_SECONDS, left))
         finally:
-            for w in watchers:
-                w.stop()
+            cache.unsubscribe(inp.namespace, changed)
+            cache.release(kinds, inp.namespace)
 
-    def _listers(self, kube: Kube, inp: WaitInput) -> dict[str, Callable[..., Any]]:
-        kinds = {w.kind for w in inp.workloads}
-        out: dict[str, Callable[..., Any]] = {"Pod": kube.core.list_namespaced_pod}
-        if "Deployment" in kinds:
-            out["Deployment"] = kube.apps.list_namespaced_deployment
-            out["ReplicaSet"] = kube.apps.list_namespaced_replica_set
-        if "StatefulSet" in kinds:
-            out["StatefulSet"] = kube.apps.list_namespaced_stateful_set
-        if "DaemonSet" in kinds:
-            out["DaemonSet"] = kube.apps.list_namespaced_daemon_set
+    async def _synced(self, cache: WatchCache, informers: list[Informer], kinds: set[str], inp: WaitInput,
+                      deadline_at: float) -> list[Informer]:
+        """Waits for the informers' first list; a 403 on a cluster-wide list switches the cache to namespaces,
+        a 403 there is the wait's own error (non-retryable Forbidden)."""
+        while not all(i.synced.is_set() for i in informers):
+            errs = [i.error for i in informers if i.error is not None and i.error.status in (401, 403)]
+            if errs:
+                if cache.scope == "cluster":
+                    cache.release(kinds, inp.namespace)
+                    cache.fall_back_to_namespaces()
+                    informers = cache.acquire(kinds, inp.namespace)
+                    continue
+                raise from_api(errs[0], f"watch {inp.namespace}")
+            if time.time() > deadline_at:  # the apiserver never answered the list: same end as a stuck rollout
+                raise ApplicationError(f"not ready within {inp.deadline_seconds}s: cannot list workloads "
+                                       f"({informers[0].error or 'no answer'})", type="ProgressDeadline",
+                                       non_retryable=True)
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
+        return informers
+
+    def _generations(self, inp: WaitInput) -> dict[tuple[str, str], tuple[str, int]]:
+        """(uid, generation) of each target as the apiserver has it now (right after the apply): the cache must
+        have caught up to it before the wait judges, or it could judge the previous generation ready. One GET
+        per workload per wait: bounded by the number of rollouts, not by time."""
+        kube = self.c.kube(inp.kube_context)
+        out = {}
+        for w in inp.workloads:
+            try:
+                obj = kube.get(w)
+            except ApiException as e:
+                raise from_api(e, f"read {w.kind}/{w.name}") from None
+            if obj is not None:
+                out[(w.kind, w.name)] = (obj["metadata"]["uid"], int(obj["metadata"].get("generation", 0)))
         return out
 
-    def _loop(self, inp: WaitInput, tracker: Tracker, events: queue.Queue[Any], progress: WaitProgress) -> WaitResult:
-        while True:
-            try:
-                item = events.get(timeout=1.0)
-                while True:  # drain a burst before judging, so one evaluation covers many events
-                    kind, typ, obj = item
-                    if kind == "__error__":
-                        raise obj
-                    tracker.observe(kind, typ, obj)
-                    item = events.get_nowait()
-            except queue.Empty:
-                pass
-            statuses, done, failure = tracker.evaluate()
-            progress.workloads = statuses
-            activity.heartbeat(progress.model_dump())  # also where a cancel is delivered
-            self.c.report_progress(ProgressReport(workloads=statuses))
-            if failure:
-                self.c.flush_progress(ProgressReport(workloads=statuses))
-                raise ApplicationError(failure, type="WorkloadFailed", non_retryable=True)
-            if done:
-                self.c.flush_progress(ProgressReport(workloads=statuses))
-                return WaitResult(workloads=statuses, seconds=round(time.time() - progress.started_at, 3))
-            if time.time() > progress.deadline_at:
-                pending = "; ".join(f"{s.kind.lower()} {s.name}: {s.message}" for s in statuses if not s.ready_now)
-                raise ApplicationError(f"not ready within {inp.deadline_seconds}s: {pending}",
-                                       type="ProgressDeadline", non_retryable=True)
+    @staticmethod
+    def _fill(tracker: Tracker, informers: list[Informer], namespace: str,
+              floor: dict[tuple[str, str], tuple[str, int]]) -> None:
+        tracker.workloads, tracker.replicasets, tracker.pods = {}, {}, {}
+        for inf in informers:
+            snap = inf.snapshot(namespace)
+            if inf.kind == "Pod":
+                tracker.pods = snap
+            elif inf.kind == "ReplicaSet":
+                tracker.replicasets = snap
+            else:
+                for name, obj in snap.items():
+                    want = floor.get((inf.kind, name))
+                    md = obj["metadata"]
+                    if want and (md.get("uid") != want[0] or int(md.get("generation", 0)) < want[1]):
+                        continue  # the cache still has an older object: "not found yet" until it catches up
+                    tracker.workloads[(inf.kind, name)] = obj
+
+
+def _kinds(inp: WaitInput) -> set[str]:
+    kinds = {w.kind for w in inp.workloads} | {"Pod"}
+    if "Deployment" in kinds:
+        kinds.add("ReplicaSet")
+    return kinds & set(KINDS)

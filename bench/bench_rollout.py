@@ -184,7 +184,7 @@ async def real_node(rc: RolloutClient, d: Path, tag: str, n: int, results: dict[
             t0 = time.time()
             _, res, run_id = await rollwright(rc, write(d, ns, app, bad, f"rbad-{kind}", 600))
             stop.set()
-            t_rb = event_time(history_events(f"rollout-{app}-bench", run_id), "rollback_release")
+            t_rb = event_time(history_events(f"rollout.{app}.bench", run_id), "rollback_release")
             key = "crashloop" if kind == "crashloop" else "pull"
             row = {"outcome": res.outcome.value, "cause": res.cause, "progress_deadline_s": 600,
                    "apply_to_rollback_s": round(t_rb - t0, 2) if t_rb else None,

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     shutdown_timeout_seconds: float = Field(30.0, ge=0, le=3600)
     max_concurrent_activities: int = Field(20, ge=1, le=1000)
+    # Readiness waits run on their own queue (<task_queue>-waits) as async activities over the shared watch
+    # cache: a wait costs a coroutine, not a thread, so this bound is about memory, not threads.
+    max_concurrent_waits: int = Field(2000, ge=1, le=100000)
     kubeconfig: Path | None = Field(None, description="kubeconfig for activities; in-cluster config when unset")
     # Payload encryption (orchestrator.codec). Keys are secrets: never logged, never in the repo.
     codec_keys: str | None = Field(None, repr=False, description="id=base64key[,id=base64key...]")

@@ -44,16 +44,36 @@ from workflows.rollout import RolloutWorkflow
 log = logging.getLogger(__name__)
 
 
-def activities_for(clients: Clients) -> list[Callable[..., Any]]:
-    b, p, r, w, h = (BuildActivities(clients), PrepareActivities(clients), ReleaseActivities(clients),
-                     ReadinessActivities(clients), HealthActivities(clients))
+def activities_for(clients: Clients, waits: ReadinessActivities | None = None) -> list[Callable[..., Any]]:
+    b, p, r, h = (BuildActivities(clients), PrepareActivities(clients), ReleaseActivities(clients),
+                  HealthActivities(clients))
+    w = waits or ReadinessActivities(clients)
+    # wait_ready stays on the main queue too: runs started before the waits queue existed schedule it there.
     return [p.prepare_release, b.build_image, b.push_image, r.snapshot_release, r.apply_release,
             r.rollback_release, r.finalize_revision, r.prune_release, w.wait_ready, h.run_health_checks]
 
 
-def build_worker(client: Client, settings: Settings, clients: Clients, executor: ThreadPoolExecutor) -> Worker:
+def waits_queue(task_queue: str) -> str:
+    """The queue of readiness waits (workflows/rollout.py routes wait_ready there): waits never take the slots of
+    the steps that change the cluster (apply, rollback, finalize), which stay on the main queue."""
+    return f"{task_queue}-waits"
+
+
+def build_wait_worker(client: Client, settings: Settings, waits: ReadinessActivities) -> Worker:
     return Worker(
-        client, task_queue=settings.task_queue, workflows=[RolloutWorkflow], activities=activities_for(clients),
+        client, task_queue=waits_queue(settings.task_queue), activities=[waits.wait_ready],
+        max_concurrent_activities=settings.max_concurrent_waits,
+        # An abort reaches a wait in a heartbeat's answer; the SDK would otherwise send one every 8 s (0.8 x the
+        # 10 s heartbeat timeout). 2 s keeps an abort honoured within seconds for at most N/2 heartbeats/s.
+        max_heartbeat_throttle_interval=timedelta(seconds=2), default_heartbeat_throttle_interval=timedelta(seconds=2),
+        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout_seconds),
+        identity=f"rollwright-{__version__}-waits@{socket.gethostname()}")
+
+
+def build_worker(client: Client, settings: Settings, clients: Clients, executor: ThreadPoolExecutor,
+                 waits: ReadinessActivities | None = None) -> Worker:
+    return Worker(
+        client, task_queue=settings.task_queue, workflows=[RolloutWorkflow], activities=activities_for(clients, waits),
         activity_executor=executor, max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout_seconds),
         # A spec that fails validation at decode time fails the workflow instead of retrying its task forever.
@@ -114,17 +134,22 @@ async def run(settings: Settings) -> None:
 
     prober = asyncio.create_task(probe())
     with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities + 4) as executor:
-        worker = build_worker(client, settings, clients, executor)
+        waits = ReadinessActivities(clients)  # one shared watch cache for both workers of this process
+        worker = build_worker(client, settings, clients, executor, waits)
+        wait_worker = build_wait_worker(client, settings, waits)
         run_task = asyncio.create_task(worker.run())
+        wait_task = asyncio.create_task(wait_worker.run())
         state["running"] = True
-        log.info("worker polling task queue %r on %s (namespace %s)", settings.task_queue, settings.temporal_address,
-                 settings.temporal_namespace)
-        await asyncio.wait([run_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        log.info("worker polling task queues %r and %r on %s (namespace %s)", settings.task_queue,
+                 waits_queue(settings.task_queue), settings.temporal_address, settings.temporal_namespace)
+        await asyncio.wait([run_task, wait_task, asyncio.create_task(stop.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
         state["running"], state["why"] = False, "shutting down"
         log.info("shutting down: waiting up to %ss for running activities", settings.shutdown_timeout_seconds)
-        await worker.shutdown()
-        if run_task.done() and run_task.exception():
-            raise run_task.exception()  # type: ignore[misc]
+        await asyncio.gather(worker.shutdown(), wait_worker.shutdown())
+        for t in (run_task, wait_task):
+            if t.done() and t.exception():
+                raise t.exception()  # type: ignore[misc]
     prober.cancel()
     await health.stop()
     log.info("worker stopped")

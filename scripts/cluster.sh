@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Starts/stops the local Kubernetes cluster: etcd v3.6 (built, see tools/etcd) + kube-apiserver/controller-manager/scheduler v1.34
 # (built from the Go module proxy by tools/k8s/build.sh) + kwok, all on 127.0.0.1 via kwokctl's binary runtime,
-# with 3 fake nodes (tainted rollwright.io/simulated) and one real node, real-0 (scripts/node.sh).
+# with fake KWOK nodes (tainted rollwright.io/simulated) and one real node, real-0 (scripts/node.sh).
+# Fake capacity (scale runs, bench/): ROLLWRIGHT_NODES KWOK nodes (default 3), each taking
+# ROLLWRIGHT_KWOK_MAX_PODS pods (default 250; kwok's own default is 110). Applied on create and on reuse: more nodes
+# are added, fewer removed, and existing nodes' pod capacity is patched in place.
 # Writes the kubeconfig to $STATE/kubeconfig.
 #   up      build-or-reuse binaries, create the cluster (or reuse a running one), register nodes
 #   down    delete the cluster and its state
@@ -11,6 +14,7 @@ source "$(dirname "$0")/lib.sh"
 source "$ROOT/tools/k8s/versions.env"
 NAME="${ROLLWRIGHT_CLUSTER:-rollwright}"
 NODES="${ROLLWRIGHT_NODES:-3}"
+MAX_PODS="${ROLLWRIGHT_KWOK_MAX_PODS:-250}"
 SERVICE_CIDR=10.96.0.0/16
 # Ordinary pods run on the real node; KWOK's nodes only take pods that tolerate this taint (README "Scheduling").
 SIM_TAINT=rollwright.io/simulated=true:NoSchedule
@@ -30,7 +34,7 @@ up() {
     log "cluster: $NAME already running, reused"
     grep -q manage-nodes-with-annotation-selector "$STATE/kwokctl.yaml" 2>/dev/null ||
       log "cluster: WARNING: made by an older scripts/cluster.sh (kwok manages every node): run 'scripts/stack.sh down' then 'up'"
-    scheduling; bash "$ROOT/scripts/node.sh" up; nodes; return; fi
+    capacity; scheduling; bash "$ROOT/scripts/node.sh" up; nodes; return; fi
   "$KWOKCTL" --name "$NAME" delete cluster >/dev/null 2>&1 || true
   local cfg="$STATE/kwokctl.yaml" stage="$WOUT/stage"
   cat > "$cfg" <<CFG
@@ -64,6 +68,14 @@ componentsPatches:
   - {key: kubelet-client-certificate, value: "$KWOK_WORKDIR/clusters/$NAME/pki/admin.crt"}
   - {key: kubelet-client-key, value: "$KWOK_WORKDIR/clusters/$NAME/pki/admin.key"}
   - {key: service-cluster-ip-range, value: "$SERVICE_CIDR"}
+# Single instances: without leader election an apiserver restart (tests do one) or a load spike cannot make them
+# exit on a missed lease renewal, which kwokctl would not restart.
+- name: kube-controller-manager
+  extraArgs:
+  - {key: leader-elect, value: "false"}
+- name: kube-scheduler
+  extraArgs:
+  - {key: leader-elect, value: "false"}
 CFG
   # A config that holds any Stage replaces kwokctl's defaults, so the default stages are listed too.
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
@@ -80,13 +92,24 @@ CFG
   "$KWOKCTL" --config "$cfg" --name "$NAME" create cluster --wait 2m >"$STATE/logs/kwokctl.log" 2>&1 || {
     tail -n 40 "$STATE/logs/kwokctl.log" >&2; exit 1; }
   cp "$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml" "$KUBECONFIG_OUT"
-  "$KWOKCTL" --name "$NAME" scale node --replicas "$NODES" >>"$STATE/logs/kwokctl.log" 2>&1
-  wait_for kwokctl 60 bash -c "[[ \$(kubectl --kubeconfig '$KUBECONFIG_OUT' get nodes --no-headers 2>/dev/null | grep -c ' Ready') -ge $NODES ]]"
+  capacity
   # The default ServiceAccount comes from kube-controller-manager; tests create pods right away.
   wait_for kwokctl 60 kc -n default get serviceaccount default
   scheduling
   bash "$ROOT/scripts/node.sh" up
   nodes
+}
+
+# KWOK node count and pod capacity (see the header). kwokctl sets capacity only on the nodes it creates.
+capacity() {
+  "$KWOKCTL" --name "$NAME" scale node --replicas "$NODES" --param ".allocatable.pods=$MAX_PODS" \
+    --param ".capacity.pods=$MAX_PODS" >>"$STATE/logs/kwokctl.log" 2>&1
+  local n
+  for n in $(kc get nodes -l type=kwok -o jsonpath='{range .items[?(@.status.capacity.pods!="'"$MAX_PODS"'")]}{.metadata.name}{" "}{end}'); do
+    kc patch node "$n" --subresource=status --type=merge \
+      -p "{\"status\":{\"capacity\":{\"pods\":\"$MAX_PODS\"},\"allocatable\":{\"pods\":\"$MAX_PODS\"}}}" >/dev/null
+  done
+  wait_for kwokctl 60 bash -c "[[ \$(kubectl --kubeconfig '$KUBECONFIG_OUT' get nodes -l type=kwok --no-headers 2>/dev/null | grep -c ' Ready') -ge $NODES ]]"
 }
 
 # KWOK nodes are tainted when the real node runs (ordinary pods go there); without it (ROLLWRIGHT_REAL_NODE=0), or

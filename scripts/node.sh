@@ -196,14 +196,23 @@ up() {
   echo "$ca" > "$ND/ca.sha256"
   rbac
   if ! alive node-containerd; then
+    local from; from=$(( $(wc -l < "$STATE/logs/node-containerd.log" 2>/dev/null || echo 0) + 1 ))
     start_bg node-containerd containerd --config "$ND/containerd.toml"
     wait_for node-containerd 30 ctr --address "$CTR_SOCK" version
+    # gRPC answers before the CRI plugin has recovered its state; a kubelet started in that window exits at once
+    # ("server is not initialized yet"). The CRI plugin logs this line as its last start-up step.
+    wait_for node-containerd 30 bash -c "tail -n +$from '$STATE/logs/node-containerd.log' | grep -q 'Start streaming server'"
   fi
-  if ! alive node-kubelet; then
+  # Belt and braces for the same race: a kubelet that exits during start-up is started again (3 tries).
+  local try
+  for try in 1 2 3; do
+    alive node-kubelet && break
     start_bg node-kubelet "$KOUT/kubelet" --config "$ND/kubelet.yaml" --kubeconfig "$ND/kubelet.kubeconfig" \
       --root-dir "$KUBELET_ROOT" --cert-dir "$ND/kubelet-pki" --hostname-override "$NODE" --node-ip "$NODE_IP" \
       --node-labels "rollwright.io/node=real" ${ROLLWRIGHT_NODE_TAINT:+--register-with-taints "$ROLLWRIGHT_NODE_TAINT"}
-  fi
+    sleep 3
+    alive node-kubelet || log "node: kubelet exited during start-up (try $try); see $STATE/logs/node-kubelet.log"
+  done
   # A short min sync period: a pod that just became Ready is reachable through its Service sooner (the default
   # 1 s showed as a refused first health probe right after readiness).
   if ! alive node-kube-proxy; then

@@ -43,15 +43,6 @@ from tests.helpers import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
-KWOK_TOLERATION = {"key": "rollwright.io/simulated", "operator": "Exists", "effect": "NoSchedule"}
-
-
-def on_kwok(obj: dict[str, Any]) -> dict[str, Any]:
-    """Pins a workload's pods to the KWOK nodes (needed for the sim.rollwright.io/behavior stages)."""
-    pod = obj["spec"]["template"]["spec"]
-    pod["tolerations"] = [KWOK_TOLERATION]
-    pod["nodeSelector"] = {"type": "kwok"}
-    return obj
 
 
 def rss_mb(pid: int) -> float:
@@ -209,7 +200,7 @@ async def test_finding3_rollback_with_hpa_and_stale_progress_deadline_reports_ro
     app = "hpa"
 
     def objs(behavior: str | None) -> list[dict[str, Any]]:
-        d = on_kwok(deployment(app, behavior=behavior, deadline=30))
+        d = deployment(app, behavior=behavior, deadline=30)
         del d["spec"]["replicas"]  # the HPA owns it
         d["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
         hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": app},
@@ -287,10 +278,10 @@ async def test_finding5_cancel_mid_wait_stops_the_watch_before_rollback(
     """Before: `temporal workflow cancel` during the wait left wait_ready running alongside the rollback."""
     app = "f5"
     p1 = write_release(tmp_path, app=app, namespace=namespace, registry=registry, image=False, version="v1",
-                       objects=[on_kwok(deployment(app))])
+                       objects=[deployment(app)])
     assert cli("rollout", "start", "-f", str(p1), "--wait", env=cli_env).returncode == 0
     p2 = write_release(tmp_path, app=app, namespace=namespace, registry=registry, image=False, version="v2",
-                       objects=[on_kwok(deployment(app, behavior="not-ready"))],
+                       objects=[deployment(app, behavior="not-ready")],
                        health={"progress_deadline_seconds": 600})
     rc = RolloutClient(temporal, task_queue)
     h = await rc.start(load_spec(p2))
@@ -370,7 +361,7 @@ async def test_finding7_slow_health_endpoint_fails_the_check_not_the_heartbeat(
     target.delay = 14.0
     try:
         p = write_release(tmp_path, app="f7", namespace=namespace, registry=registry, image=False,
-                          objects=[on_kwok(deployment("f7", replicas=1))],
+                          objects=[deployment("f7", replicas=1)],
                           health={"progress_deadline_seconds": 120, "bake_seconds": 5,
                                   "http": [{"url": target.url, "timeout_seconds": 13, "interval_seconds": 1,
                                             "failure_threshold": 2}]})
@@ -458,7 +449,7 @@ async def test_finding10_private_registry_uses_docker_config_credentials(
     try:
         wait_until(lambda: httpx.get(f"http://{reg}/v2/").status_code == 401, 30, what="private registry")
         p = write_release(tmp_path / "rel", app="f10", namespace=namespace, registry=reg,
-                          objects=[on_kwok(deployment("f10", replicas=1))])
+                          objects=[deployment("f10", replicas=1)])
         for docker_config, expected_exit, expected in ((no_creds, 4, "requires credentials and the Docker config "
                                                                       "has none"), (with_creds, 0, "")):
             w = WorkerProcess(queue, kubeconfig, name=f"f10-{docker_config.name}",

@@ -205,12 +205,21 @@ class Run:
                              max_heartbeat_throttle_interval=timedelta(milliseconds=50),
                              default_heartbeat_throttle_interval=timedelta(milliseconds=50))
         await self.worker.__aenter__()
+        # Readiness waits are routed to <queue>-waits (workflows/rollout.py, PATCH_WAITS_QUEUE), as the real worker
+        # process serves them (orchestrator/worker.py): only wait_ready may arrive there.
+        self.wait_worker = Worker(self.env.client, task_queue=f"{self.tq}-waits",
+                                  activities=[a for a in self.fakes.activities()
+                                              if getattr(a, "__temporal_activity_definition").name == "wait_ready"],
+                                  max_heartbeat_throttle_interval=timedelta(milliseconds=50),
+                                  default_heartbeat_throttle_interval=timedelta(milliseconds=50))
+        await self.wait_worker.__aenter__()
         self.handle = await self.env.client.start_workflow(RolloutWorkflow.run, self.spec,
                                                            id=f"rollout.shop.prod.{uuid.uuid4().hex[:6]}",
                                                            task_queue=self.tq)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        await self.wait_worker.__aexit__(*exc)
         await self.worker.__aexit__(*exc)
 
     async def result(self) -> RolloutResult:
@@ -244,6 +253,24 @@ async def test_success_runs_every_step_in_order(env: WorkflowEnvironment) -> Non
     assert f.calls == OK
     assert res.pruned == ["ConfigMap/shop/old"] and res.rolled_back_to is None and res.revision == 2
     assert res.image == "127.0.0.1:5000/shop@sha256:abc"
+
+
+async def test_waits_run_on_their_own_queue_and_changes_on_the_main_one(env: WorkflowEnvironment) -> None:
+    """Issue 13: wait_ready (apply's and rollback's) is scheduled on <queue>-waits; every step that changes the
+    cluster stays on the main queue, so it never queues behind a wait."""
+    f = Fakes(fail={"wait_ready#1": "WorkloadFailed: never ready"})
+    async with Run(env, f, spec()) as r:
+        res = await r.result()
+        assert r.handle is not None
+        queues: dict[str, set[str]] = {}
+        async for ev in r.handle.fetch_history_events():
+            if ev.HasField("activity_task_scheduled_event_attributes"):
+                a = ev.activity_task_scheduled_event_attributes
+                queues.setdefault(a.activity_type.name, set()).add(a.task_queue.name)
+    assert res.outcome == Outcome.ROLLED_BACK and f.calls[-3:] == RB
+    assert queues["wait_ready"] == {f"{r.tq}-waits"}
+    for name in ("apply_release", "rollback_release", "finalize_revision", "snapshot_release"):
+        assert queues[name] == {r.tq}, (name, queues[name])
 
 
 async def test_manifests_only_release_skips_build_and_push(env: WorkflowEnvironment) -> None:

@@ -79,6 +79,7 @@ PATCH_SHIELD_ROLLBACK = "rollback-not-interruptible-v1"  # finding 5: no cancel 
 PATCH_TRUE_OUTCOMES = "true-outcomes-v1"  # finding 6: outcomes that say what happened
 PATCH_BAKE_HEARTBEAT = "bake-heartbeat-covers-probes-v1"  # finding 7
 PATCH_PRUNE = "prune-v1"  # finding 9: delete what the previous release had and this one dropped
+PATCH_WAITS_QUEUE = "waits-own-queue-v1"  # issue 13: wait_ready on <task queue>-waits, never ahead of applies
 
 T = TypeVar("T")
 
@@ -277,11 +278,13 @@ class RolloutWorkflow:
                           step: Step = Step.WAIT_READY, abortable: bool = True) -> None:
         if not workloads:
             return
+        # Same naming as orchestrator.worker.waits_queue (workflow code imports no worker module).
+        queue = f"{workflow.info().task_queue}-waits" if workflow.patched(PATCH_WAITS_QUEUE) else None
         res = await self._step(step, "wait_ready",
                                WaitInput(namespace=spec.namespace, kube_context=spec.kube_context, workloads=workloads,
                                          deadline_seconds=deadline, workflow_id=workflow.info().workflow_id),
                                WaitResult, timeout=timedelta(seconds=deadline + 120), retry=PERSISTENT,
-                               heartbeat=WAIT_HEARTBEAT, abortable=abortable,
+                               heartbeat=WAIT_HEARTBEAT, abortable=abortable, task_queue=queue,
                                summary=f"wait for {len(workloads)} workload(s) ready, deadline {deadline}s")
         self._status.workloads = res.workloads
 
@@ -344,7 +347,7 @@ class RolloutWorkflow:
 
     async def _step(self, step: Step, activity: str, arg: BaseModel, result_type: type[T], *, timeout: timedelta,
                     retry: RetryPolicy, summary: str, heartbeat: timedelta | None = None,
-                    abortable: bool = True) -> T:
+                    abortable: bool = True, task_queue: str | None = None) -> T:
         """Runs one activity as a step: honours pause before it and abort during it (cancelling the activity and
         waiting until it has stopped, so a rollback never races a still-running watcher)."""
         if abortable:
@@ -353,7 +356,7 @@ class RolloutWorkflow:
             self._set(step, Phase.PROGRESSING, summary)
         handle = workflow.start_activity(
             activity, arg, result_type=result_type, start_to_close_timeout=timeout, heartbeat_timeout=heartbeat,
-            retry_policy=retry, summary=summary,
+            retry_policy=retry, summary=summary, task_queue=task_queue,
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
         if abortable:
             try:

@@ -1,0 +1,235 @@
+"""Fleet benchmark (issue 13): N concurrent rollouts, one small Deployment each in its own namespace, on KWOK nodes.
+Not a test; results go to bench/RESULTS.md (by hand) and the raw JSON to bench/results/fleet.json.
+
+    .venv/bin/python bench/bench_fleet.py [--n 20,60,200] [--mixed 200] [--two-workers 200] [--replicas 1]
+
+For each N, side by side on the same cluster: Rollwright (its own worker process(es) on a private task queue, every
+rollout started at once through the client) and the baseline, N parallel `kubectl apply` + `kubectl rollout status`
+processes. Reported per run: wall time, p50/p95 per rollout, worker peak RSS and CPU seconds (from /proc), apiserver
+requests/s (delta of the apiserver's own `apiserver_request_total` over the run: every client of the shared
+cluster counts, so it is an upper bound for ours), history events per rollout (a sample of 5), outcomes.
+--mixed N: N rollouts of which 10% never become ready (short progressDeadlineSeconds): the healthy ones' p95 next
+to the clean run's. --two-workers N: the same N with two worker processes sharing the queue.
+Announce the run in /tmp/stack-status.txt (the script does it and restores the content after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from temporalio.client import Client  # noqa: E402
+
+from orchestrator.client import RolloutClient  # noqa: E402
+from orchestrator.loader import load_spec  # noqa: E402
+from orchestrator.models import Outcome  # noqa: E402
+from tests.helpers import STATE, TEMPORAL_ADDRESS, WorkerProcess, history_events, simulated  # noqa: E402
+
+KUBECONFIG = STATE / "kubeconfig"
+STATUS = Path("/tmp/stack-status.txt")
+SID = uuid.uuid4().hex[:5]
+
+
+def kubectl(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["kubectl", "--kubeconfig", str(KUBECONFIG), *args], capture_output=True, text=True,
+                          check=check, timeout=timeout)
+
+
+def deployment(name: str, replicas: int, never_ready: bool) -> dict[str, Any]:
+    labels = {"app": name}
+    tpl = dict(labels, **({"sim.rollwright.io/behavior": "not-ready"} if never_ready else {}))
+    pod = simulated({"containers": [{"name": "web", "image": "127.0.0.1:5000/rollwright/demo-app:base"}]})
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "progressDeadlineSeconds": 30 if never_ready else 600,
+                     "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": tpl}, "spec": pod}}}
+
+
+def apiserver_requests() -> float:
+    text = kubectl("get", "--raw", "/metrics").stdout
+    return sum(float(m.group(1)) for m in re.finditer(r"^apiserver_request_total\{[^}]*\} (\S+)$", text, re.M))
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))], 2) if xs else float("nan")
+
+
+class ProcSampler(threading.Thread):
+    """Peak RSS (MB) and CPU seconds of the worker processes, read from /proc every 0.5 s."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.peak_mb, self.stop_ev = pids, 0.0, threading.Event()
+        self.cpu0 = self._cpu()
+
+    def _cpu(self) -> float:
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in self.pids:
+            try:
+                f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(f[11]) + int(f[12])) / tick
+            except OSError:
+                pass
+        return total
+
+    def run(self) -> None:
+        while not self.stop_ev.wait(0.5):
+            rss = 0.0
+            for pid in self.pids:
+                try:
+                    rss += int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024  # type: ignore[union-attr]
+                except (OSError, AttributeError):
+                    pass
+            self.peak_mb = max(self.peak_mb, rss)
+
+    def finish(self) -> tuple[float, float]:
+        self.stop_ev.set()
+        return round(self.peak_mb, 1), round(self._cpu() - self.cpu0, 1)
+
+
+def namespaces(prefix: str, n: int) -> list[str]:
+    names = [f"{prefix}-{i}" for i in range(n)]
+    docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in names]
+    subprocess.run(["kubectl", "--kubeconfig", str(KUBECONFIG), "apply", "-f", "-"], input=yaml.safe_dump_all(docs),
+                   text=True, check=True, capture_output=True)
+    return names
+
+
+def drop(names: list[str]) -> None:
+    kubectl("delete", "namespace", "--wait=false", *names, check=False)
+
+
+async def run_rollwright(client: Client, queue: str, n: int, replicas: int, never: int, workers: list[WorkerProcess],
+                         tmp: Path, label: str) -> dict[str, Any]:
+    nss = namespaces(f"bf{SID}{label}", n)
+    specs = []
+    for i, ns in enumerate(nss):
+        d = tmp / f"{label}{i}"
+        d.mkdir(parents=True)
+        (d / "m.yaml").write_text(yaml.safe_dump(deployment("web", replicas, i < never)))
+        (d / "r.yaml").write_text(yaml.safe_dump({"app": f"bf{SID}{label}{i}", "environment": "bench",
+                                                  "namespace": ns, "manifests": ["m.yaml"],
+                                                  "health": {"progress_deadline_seconds": 600}}))
+        specs.append(load_spec(d / "r.yaml"))
+    rc = RolloutClient(client, queue)
+    sampler = ProcSampler([w.proc.pid for w in workers if w.proc])
+    sampler.start()
+    req0, t0 = apiserver_requests(), time.monotonic()
+
+    async def one(s: Any) -> tuple[float, Any]:
+        t = time.monotonic()
+        res = await rc.result(await rc.start(s))
+        return time.monotonic() - t, res
+
+    done = await asyncio.gather(*(one(s) for s in specs))
+    wall = time.monotonic() - t0
+    req1 = apiserver_requests()
+    rss, cpu = sampler.finish()
+    healthy = [t for i, (t, _) in enumerate(done) if i >= never]
+    outcomes: dict[str, int] = {}
+    wrong = []
+    for i, (_, r) in enumerate(done):
+        outcomes[r.outcome.value] = outcomes.get(r.outcome.value, 0) + 1
+        ok = r.outcome == (Outcome.ROLLED_BACK if i < never else Outcome.SUCCEEDED) and (i >= never or r.cause)
+        if not ok:
+            wrong.append(f"{specs[i].app}: {r.outcome.value} {r.cause}")
+    events = [len(history_events(f"rollout.{s.app}.bench")) for s in specs[never:never + 5]]
+    drop(nss)
+    return {"n": n, "never_ready": never, "workers": len(workers), "wall_s": round(wall, 2),
+            "p50_s": pct(healthy, 50), "p95_s": pct(healthy, 95), "worker_peak_rss_mb": rss, "worker_cpu_s": cpu,
+            "apiserver_req_per_s": round((req1 - req0) / wall, 1), "history_events_per_rollout":
+            round(statistics.mean(events), 1) if events else None, "outcomes": outcomes, "wrong": wrong[:10]}
+
+
+def run_kubectl(n: int, replicas: int, tmp: Path) -> dict[str, Any]:
+    nss = namespaces(f"bk{SID}n{n}", n)
+    tmp.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, ns in enumerate(nss):
+        f = tmp / f"k{i}.yaml"
+        obj = deployment("web", replicas, False)
+        obj["metadata"]["namespace"] = ns
+        f.write_text(yaml.safe_dump(obj))
+        files.append((f, ns))
+    req0, t0 = apiserver_requests(), time.monotonic()
+    procs = [(time.monotonic(), subprocess.Popen(
+        ["bash", "-c", f"kubectl --kubeconfig {KUBECONFIG} apply -f {f} >/dev/null && "
+                       f"kubectl --kubeconfig {KUBECONFIG} -n {ns} rollout status deploy/web --timeout=600s >/dev/null"]))
+        for f, ns in files]
+    times, failed = [], 0
+    for started, p in procs:
+        rc = p.wait()
+        times.append(time.monotonic() - started)  # upper bound: waited in order
+        failed += rc != 0
+    wall = time.monotonic() - t0
+    req1 = apiserver_requests()
+    drop(nss)
+    return {"n": n, "wall_s": round(wall, 2), "p50_s": pct(times, 50), "p95_s": pct(times, 95),
+            "apiserver_req_per_s": round((req1 - req0) / wall, 1), "failed": failed}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", default="20,60,200")
+    ap.add_argument("--mixed", type=int, default=200)
+    ap.add_argument("--two-workers", type=int, default=200)
+    ap.add_argument("--replicas", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "bench/results/fleet.json"))
+    a = ap.parse_args()
+    queue = f"bench-fleet-{SID}"
+    previous = STATUS.read_text() if STATUS.exists() else None
+    STATUS.write_text(f"BENCH by fleet (started {time.strftime('%H:%M:%S', time.gmtime())} UTC)\n"
+                      + (previous or ""))
+    w1 = WorkerProcess(queue, KUBECONFIG, name="bench-fleet-1")
+    w2 = WorkerProcess(queue, KUBECONFIG, name="bench-fleet-2")
+    out: dict[str, Any] = {"runs": []}
+    try:
+        w1.start()
+        client = await Client.connect(TEMPORAL_ADDRESS)
+        with tempfile.TemporaryDirectory() as td:
+            tmp = Path(td)
+            for n in [int(x) for x in a.n.split(",") if x]:
+                r = await run_rollwright(client, queue, n, a.replicas, 0, [w1], tmp, f"c{n}x")
+                k = run_kubectl(n, a.replicas, tmp / f"k{n}")
+                print(json.dumps({"rollwright": r, "kubectl": k}), flush=True)
+                out["runs"].append({"rollwright": r, "kubectl": k})
+            if a.mixed:
+                r = await run_rollwright(client, queue, a.mixed, a.replicas, a.mixed // 10, [w1], tmp, "m")
+                print(json.dumps({"mixed": r}), flush=True)
+                out["mixed"] = r
+            if a.two_workers:
+                w2.start()
+                r = await run_rollwright(client, queue, a.two_workers, a.replicas, 0, [w1, w2], tmp, "t")
+                print(json.dumps({"two_workers": r}), flush=True)
+                out["two_workers"] = r
+    finally:
+        w1.stop()
+        w2.stop()
+        if previous is None:
+            STATUS.unlink(missing_ok=True)
+        else:
+            STATUS.write_text(previous)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
