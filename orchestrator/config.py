@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     # cache: a wait costs a coroutine, not a thread, so this bound is about memory, not threads.
     max_concurrent_waits: int = Field(2000, ge=1, le=100000)
     kubeconfig: Path | None = Field(None, description="kubeconfig for activities; in-cluster config when unset")
+    # Worker Versioning (README "Upgrading the worker itself"). Both set: the worker polls as version
+    # <deployment>/<build id> of a Temporal Worker Deployment, and gets work only once that version is current
+    # (or for rollouts pinned to it). Both unset (default): an unversioned worker, as on a developer's host.
+    worker_deployment_name: str | None = Field(None, pattern=r"^[A-Za-z0-9]([-_A-Za-z0-9]*[A-Za-z0-9])?$",
+                                               max_length=100, description="Temporal Worker Deployment name")
+    worker_build_id: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40,
+                                        description="this build's ID (the manifests set it per build)")
     # Payload encryption (orchestrator.codec). Keys are secrets: never logged, never in the repo.
     codec_keys: str | None = Field(None, repr=False, description="id=base64key[,id=base64key...]")
     codec_keys_file: Path | None = Field(None, description="file of id=base64key lines, or a mounted Secret dir")
@@ -57,7 +64,8 @@ class Settings(BaseSettings):
         return v
 
     @field_validator("temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca", "temporal_tls_server_name",
-                     "codec_keys", "codec_keys_file", "codec_key_id", mode="before")
+                     "codec_keys", "codec_keys_file", "codec_key_id", "worker_deployment_name", "worker_build_id",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         # docker compose passes `${VAR:-}` as an empty string; Path("") would silently mean the current directory.
@@ -76,8 +84,15 @@ class Settings(BaseSettings):
             p = getattr(self, name)
             if p is not None and not p.is_file():
                 raise ValueError(f"ROLLWRIGHT_{name.upper()}: file not found: {p}")
+        if (self.worker_deployment_name is None) != (self.worker_build_id is None):
+            raise ValueError("ROLLWRIGHT_WORKER_DEPLOYMENT_NAME and ROLLWRIGHT_WORKER_BUILD_ID must be set together "
+                             "(both: a versioned worker; neither: unversioned)")
         self.key_ring()  # validates the codec keys now, at start, not at the first payload
         return self
+
+    @property
+    def versioned(self) -> bool:
+        return self.worker_build_id is not None
 
     def key_ring(self) -> KeyRing | None:
         """The payload-encryption keys, or None when encryption is off."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import pydantic
 from temporalio.client import Client
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
@@ -27,7 +28,7 @@ from temporalio.runtime import (
     TelemetryConfig,
     TelemetryFilter,
 )
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.build import BuildActivities
 from activities.clients import Clients
@@ -35,11 +36,13 @@ from activities.health import HealthActivities
 from activities.prepare import PrepareActivities
 from activities.readiness import ReadinessActivities
 from activities.release import ReleaseActivities
+from activities.versioning import VersioningActivities
 from orchestrator import __version__
 from orchestrator.config import Settings
 from orchestrator.connect import connect, explain_connect_error
 from orchestrator.health import HealthServer
 from workflows.rollout import RolloutWorkflow
+from workflows.upgrade import WorkerUpgradeWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +51,29 @@ def activities_for(clients: Clients, waits: ReadinessActivities | None = None) -
     b, p, r, h = (BuildActivities(clients), PrepareActivities(clients), ReleaseActivities(clients),
                   HealthActivities(clients))
     w = waits or ReadinessActivities(clients)
+    v = VersioningActivities(clients)
     # wait_ready stays on the main queue too: runs started before the waits queue existed schedule it there.
     return [p.prepare_release, b.build_image, b.push_image, r.snapshot_release, r.apply_release,
-            r.rollback_release, r.finalize_revision, r.prune_release, w.wait_ready, h.run_health_checks]
+            r.rollback_release, r.finalize_revision, r.prune_release, w.wait_ready, h.run_health_checks,
+            v.describe_worker_deployment, v.wait_version_pollers, v.set_current_version, v.wait_version_drained,
+            v.retire_worker_build]
+
+
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """Worker Versioning for both queues of the process, or None (unversioned). Every workflow type declares its
+    behaviour (RolloutWorkflow PINNED, WorkerUpgradeWorkflow AUTO_UPGRADE), so there is no default: a new type
+    without one fails the worker's start instead of silently auto-upgrading."""
+    if not settings.versioned:
+        return None
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(deployment_name=settings.worker_deployment_name or "",
+                                        build_id=settings.worker_build_id or ""),
+        use_worker_versioning=True, default_versioning_behavior=VersioningBehavior.UNSPECIFIED)
+
+
+def _identity(settings: Settings, suffix: str = "") -> str:
+    build = f"+{settings.worker_build_id}" if settings.versioned else ""
+    return f"rollwright-{__version__}{build}{suffix}@{socket.gethostname()}"
 
 
 def waits_queue(task_queue: str) -> str:
@@ -67,18 +90,19 @@ def build_wait_worker(client: Client, settings: Settings, waits: ReadinessActivi
         # 10 s heartbeat timeout). 2 s keeps an abort honoured within seconds for at most N/2 heartbeats/s.
         max_heartbeat_throttle_interval=timedelta(seconds=2), default_heartbeat_throttle_interval=timedelta(seconds=2),
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout_seconds),
-        identity=f"rollwright-{__version__}-waits@{socket.gethostname()}")
+        deployment_config=deployment_config(settings), identity=_identity(settings, "-waits"))
 
 
 def build_worker(client: Client, settings: Settings, clients: Clients, executor: ThreadPoolExecutor,
                  waits: ReadinessActivities | None = None) -> Worker:
     return Worker(
-        client, task_queue=settings.task_queue, workflows=[RolloutWorkflow], activities=activities_for(clients, waits),
+        client, task_queue=settings.task_queue, workflows=[RolloutWorkflow, WorkerUpgradeWorkflow],
+        activities=activities_for(clients, waits), deployment_config=deployment_config(settings),
         activity_executor=executor, max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout_seconds),
         # A spec that fails validation at decode time fails the workflow instead of retrying its task forever.
         workflow_failure_exception_types=[pydantic.ValidationError],
-        identity=f"rollwright-{__version__}@{socket.gethostname()}")
+        identity=_identity(settings))
 
 
 def _free_port() -> int:
@@ -140,8 +164,10 @@ async def run(settings: Settings) -> None:
         run_task = asyncio.create_task(worker.run())
         wait_task = asyncio.create_task(wait_worker.run())
         state["running"] = True
-        log.info("worker polling task queues %r and %r on %s (namespace %s)", settings.task_queue,
-                 waits_queue(settings.task_queue), settings.temporal_address, settings.temporal_namespace)
+        log.info("worker polling task queues %r and %r on %s (namespace %s), %s", settings.task_queue,
+                 waits_queue(settings.task_queue), settings.temporal_address, settings.temporal_namespace,
+                 f"worker deployment version {settings.worker_deployment_name}/{settings.worker_build_id}"
+                 if settings.versioned else "unversioned")
         await asyncio.wait([run_task, wait_task, asyncio.create_task(stop.wait())],
                            return_when=asyncio.FIRST_COMPLETED)
         state["running"], state["why"] = False, "shutting down"

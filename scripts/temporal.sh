@@ -16,6 +16,11 @@ up() {
   args=(server start-dev --ip 127.0.0.1 --port "$PORT" --ui-port "$UI_PORT" --http-port "$((PORT + 10))"
         --metrics-port "$((PORT + 11))" --db-filename "$STATE/temporal.db" --log-level warn)
   for a in "${SA[@]}"; do args+=(--search-attribute "$a"); done
+  # Worker Versioning (README "Upgrading the worker itself"): a version's drainage status is refreshed every 3 min
+  # after a 3 min grace period by default; 5 s each lets `rollwright worker upgrade` see the old version drained
+  # seconds after its last pinned rollout closed. Production servers keep their own values.
+  args+=(--dynamic-config-value 'matching.wv.VersionDrainageStatusRefreshInterval="5s"'
+         --dynamic-config-value 'matching.wv.VersionDrainageStatusVisibilityGracePeriod="5s"')
   # Encryption on (README "Encrypting workflow payloads"): the UI asks this `rollwright codec-server` to decode.
   [[ -n ${ROLLWRIGHT_UI_CODEC_ENDPOINT:-} ]] && args+=(--ui-codec-endpoint "$ROLLWRIGHT_UI_CODEC_ENDPOINT")
   log "temporal: starting dev server on 127.0.0.1:$PORT (UI http://127.0.0.1:$UI_PORT)"

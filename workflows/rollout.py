@@ -16,7 +16,7 @@ from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy, SearchAttributeKey, VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -96,7 +96,10 @@ class _StepFailed(Exception):
         self.step, self.cause, self.error_type = step, cause, error_type
 
 
-@workflow.defn(name="RolloutWorkflow")
+# PINNED (Worker Versioning): a rollout runs to its end on the worker build it started on, even after a newer build
+# became current, so a self-upgrade never changes the code under a rollout in flight (README "Upgrading the worker
+# itself"). Unversioned workers ignore it.
+@workflow.defn(name="RolloutWorkflow", versioning_behavior=VersioningBehavior.PINNED)
 class RolloutWorkflow:
     @workflow.init
     def __init__(self, spec: ReleaseSpec) -> None:
