@@ -47,7 +47,9 @@ from contract.upgrade import (
 )
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 2.0
+# Reads of a Worker Deployment are rate-limited per deployment on the server ("too many requests issued to Worker
+# Deployment"): poll gently, and treat that answer as "not yet" inside the waits.
+POLL_SECONDS = 3.0
 # A poller the server saw within this long is alive (workers long-poll for ~60 s and re-poll at once).
 POLLER_FRESH_SECONDS = 90.0
 _STATUS = {WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_DRAINED: "drained",
@@ -58,10 +60,16 @@ _STATUS = {WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_DRAINE
            WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_CREATED: "created"}
 
 
+class _Busy(ApplicationError):
+    """Rate-limited or briefly unavailable: retryable, and inside a wait just another poll."""
+
+
 def _rpc_error(e: RPCError, what: str) -> Exception:
     """Invalid arguments and missing permissions cannot be fixed by a retry; anything else (unavailable, a
     conflicting concurrent change, a timeout) can."""
     msg = f"{what}: {e.message} ({e.status.name})"
+    if e.status in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        return _Busy(msg, type="VersioningUnavailable")
     if e.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED,
                     RPCStatusCode.UNIMPLEMENTED):
         return ApplicationError(msg, type="VersioningRefused", non_retryable=True)
@@ -117,12 +125,15 @@ class VersioningActivities:
         c = self._temporal
         missing: list[str] = list(inp.task_queues)
         while True:
-            described = await self._describe_version(inp.deployment_name, inp.build_id)
-            registered = described[1] if described else []
-            missing = []
-            for q in inp.task_queues:
-                if q not in registered or not await self._has_fresh_poller(c, q, inp.build_id):
-                    missing.append(q)
+            try:
+                described = await self._describe_version(inp.deployment_name, inp.build_id)
+                registered = described[1] if described else []
+                missing = [q for q in inp.task_queues
+                           if q not in registered or not await self._has_fresh_poller(c, q, inp.build_id)]
+            except _Busy as e:
+                activity.heartbeat(started, str(e))
+                await asyncio.sleep(POLL_SECONDS)
+                continue
             if not missing:
                 return PollersResult(task_queues=inp.task_queues, waited_seconds=round(time.time() - started, 1))
             if time.time() > deadline:
@@ -169,7 +180,12 @@ class VersioningActivities:
         started = info.heartbeat_details[0] if info.heartbeat_details else time.time()
         deadline = float(started) + inp.timeout_seconds
         while True:
-            described = await self._describe_version(inp.deployment_name, inp.build_id)
+            try:
+                described = await self._describe_version(inp.deployment_name, inp.build_id)
+            except _Busy as e:
+                activity.heartbeat(started, str(e))
+                await asyncio.sleep(POLL_SECONDS)
+                continue
             status = described[0] if described else "deleted"
             if status in ("drained", "inactive", "created", "deleted"):
                 return DrainResult(status=status, waited_seconds=round(time.time() - float(started), 1))

@@ -135,11 +135,14 @@ def main(ctx: click.Context, temporal_address: str | None, temporal_namespace: s
                           "task_queue": task_queue})
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--http-port", type=int, help="port of /healthz, /readyz, /metrics")
 @click.pass_context
 def worker(ctx: click.Context, http_port: int | None) -> None:
-    """Run a worker (SIGTERM: stop polling, finish running activities, exit)."""
+    """Run a worker (SIGTERM: stop polling, finish running activities, exit); `worker upgrade`: roll out a new
+    worker build under Worker Versioning."""
+    if ctx.invoked_subcommand is not None:
+        return
     from orchestrator import logs
     from orchestrator import worker as worker_mod
 
@@ -152,6 +155,71 @@ def worker(ctx: click.Context, http_port: int | None) -> None:
     logs.setup(settings.log_level, settings.log_format)
     run(ctx, lambda: worker_mod.run(settings))
     _exit(EXIT_OK)
+
+
+@worker.command("upgrade")
+@click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False),
+              help="the worker's release spec, e.g. k8s/rollwright.release.yaml")
+@click.option("--build-id", required=True, help="the new build's ID (DNS label; also its image tag)")
+@click.option("--deployment-name", envvar="ROLLWRIGHT_WORKER_DEPLOYMENT_NAME", default="rollwright-worker",
+              show_default=True, help="Temporal Worker Deployment name")
+@click.option("--workload", default="rollwright-worker", show_default=True,
+              help="the worker's Deployment in the release's manifests")
+@click.option("--pollers-timeout", type=int, default=600, show_default=True,
+              help="seconds for the new build to poll after its rollout")
+@click.option("--drain-timeout", type=int, default=7 * 86400, show_default=True,
+              help="seconds to wait for the previous build's pinned rollouts to finish")
+@click.option("--keep-previous", is_flag=True, help="do not delete the previous build's Deployment once drained")
+@click.option("--wait", is_flag=True, help="follow until the upgrade ends")
+@output_opt
+@click.pass_context
+def worker_upgrade(ctx: click.Context, path: str, build_id: str, deployment_name: str, workload: str,
+                   pollers_timeout: int, drain_timeout: int, keep_previous: bool, wait: bool, output: str) -> None:
+    """Roll out worker build BUILD_ID next to the running one, make it current once it polls, retire the old one
+    once drained (WorkerUpgradeWorkflow)."""
+    from temporalio.client import WorkflowFailureError
+
+    from orchestrator.client import push_bundle, validate_locally
+    from orchestrator.connect import connect
+    from orchestrator.upgrade import UpgradeAlreadyRunning, render_build, start_upgrade, upgrade_input
+
+    async def go() -> int:
+        settings = ctx.obj.settings()
+        spec = load_spec(path, initiator=os.environ.get("USER", "unknown"))
+        # Input checks first (build ID, deployment name, the worker Deployment in the manifests): exit 2, nothing
+        # pushed. render_build writes the build's manifests to a temporary directory.
+        upgrade_input(spec, build_id=build_id, deployment_name=deployment_name, task_queue=settings.task_queue)
+        spec = render_build(spec, build_id=build_id, deployment_name=deployment_name, workload=workload)
+        validate_locally(spec)
+        spec = await asyncio.to_thread(push_bundle, spec)
+        inp = upgrade_input(spec, build_id=build_id, deployment_name=deployment_name, task_queue=settings.task_queue,
+                            pollers_timeout_seconds=pollers_timeout, drain_timeout_seconds=drain_timeout,
+                            retire_previous=not keep_previous)
+        client = await connect(settings, tracing=False)
+        try:
+            handle = await start_upgrade(client, inp, settings.task_queue)
+        except UpgradeAlreadyRunning as e:
+            _fail(str(e), None, EXIT_RUNNING)
+            return EXIT_RUNNING
+        if output == "text":
+            click.echo(f"started {handle.id} (run {handle.result_run_id}): {deployment_name} → build {build_id}")
+        if not wait:
+            emit({"workflow_id": handle.id, "run_id": handle.result_run_id}, output, lambda: None)
+            return EXIT_OK
+        try:
+            res = await handle.result()
+        except WorkflowFailureError as e:
+            msg = getattr(e.cause, "message", None) or str(e.cause or e)
+            emit({"workflow_id": handle.id, "error": msg}, output, lambda: click.echo(f"upgrade failed: {msg}"))
+            return EXIT_FAILED
+        data = res if isinstance(res, dict) else {}
+        emit(data, output, lambda: click.echo(
+            f"worker {deployment_name}: current version {build_id} (was {data.get('previous_build_id') or 'unversioned'})"
+            + (f"; {data.get('previous_build_id')} {data.get('drained')}" if data.get("drained") else "")
+            + (f"; deleted {', '.join(data.get('deleted') or [])}" if data.get("deleted") else "")))
+        return EXIT_OK
+
+    _exit(run(ctx, go))
 
 
 @main.command()

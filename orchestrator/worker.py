@@ -41,8 +41,8 @@ from orchestrator import __version__
 from orchestrator.config import Settings
 from orchestrator.connect import connect, explain_connect_error
 from orchestrator.health import HealthServer
-from workflows.rollout import RolloutWorkflow
-from workflows.upgrade import WorkerUpgradeWorkflow
+from workflows.rollout import PinnedRolloutWorkflow, RolloutWorkflow
+from workflows.upgrade import AutoUpgradeWorkerUpgradeWorkflow, WorkerUpgradeWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,23 @@ def activities_for(clients: Clients, waits: ReadinessActivities | None = None) -
 
 
 def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
-    """Worker Versioning for both queues of the process, or None (unversioned). Every workflow type declares its
-    behaviour (RolloutWorkflow PINNED, WorkerUpgradeWorkflow AUTO_UPGRADE), so there is no default: a new type
-    without one fails the worker's start instead of silently auto-upgrading."""
+    """Worker Versioning for both queues of the process, or None (unversioned). Every workflow type a versioned
+    worker registers declares its behaviour (RolloutWorkflow PINNED, WorkerUpgradeWorkflow AUTO_UPGRADE), so there
+    is no default: a new type without one fails the worker's start instead of silently auto-upgrading."""
     if not settings.versioned:
         return None
     return WorkerDeploymentConfig(
         version=WorkerDeploymentVersion(deployment_name=settings.worker_deployment_name or "",
                                         build_id=settings.worker_build_id or ""),
         use_worker_versioning=True, default_versioning_behavior=VersioningBehavior.UNSPECIFIED)
+
+
+def workflows_for(settings: Settings) -> list[type]:
+    """The same workflow types either way; versioned workers register the classes that declare a versioning
+    behaviour (the server refuses a behaviour from an unversioned worker)."""
+    if settings.versioned:
+        return [PinnedRolloutWorkflow, AutoUpgradeWorkerUpgradeWorkflow]
+    return [RolloutWorkflow, WorkerUpgradeWorkflow]
 
 
 def _identity(settings: Settings, suffix: str = "") -> str:
@@ -96,7 +104,7 @@ def build_wait_worker(client: Client, settings: Settings, waits: ReadinessActivi
 def build_worker(client: Client, settings: Settings, clients: Clients, executor: ThreadPoolExecutor,
                  waits: ReadinessActivities | None = None) -> Worker:
     return Worker(
-        client, task_queue=settings.task_queue, workflows=[RolloutWorkflow, WorkerUpgradeWorkflow],
+        client, task_queue=settings.task_queue, workflows=workflows_for(settings),
         activities=activities_for(clients, waits), deployment_config=deployment_config(settings),
         activity_executor=executor, max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout_seconds),

@@ -18,7 +18,7 @@ from temporalio.worker import Replayer
 
 from orchestrator.models import RolloutResult
 from orchestrator.spec import ReleaseSpec
-from workflows.rollout import RolloutWorkflow
+from workflows.rollout import PinnedRolloutWorkflow, RolloutWorkflow
 
 
 @workflow.defn(name="RolloutWorkflow")
@@ -48,6 +48,16 @@ def test_histories_are_recorded() -> None:
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(workflows=[RolloutWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+async def test_recorded_history_replays_on_a_versioned_worker(path: Path) -> None:
+    """Versioned workers register PinnedRolloutWorkflow (same name, PINNED): old histories replay on it too."""
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(workflows=[PinnedRolloutWorkflow], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"
 

@@ -96,10 +96,8 @@ class _StepFailed(Exception):
         self.step, self.cause, self.error_type = step, cause, error_type
 
 
-# PINNED (Worker Versioning): a rollout runs to its end on the worker build it started on, even after a newer build
-# became current, so a self-upgrade never changes the code under a rollout in flight (README "Upgrading the worker
-# itself"). Unversioned workers ignore it.
-@workflow.defn(name="RolloutWorkflow", versioning_behavior=VersioningBehavior.PINNED)
+# No versioning behaviour here: unversioned workers register this class; versioned ones PinnedRolloutWorkflow below.
+@workflow.defn(name="RolloutWorkflow")
 class RolloutWorkflow:
     @workflow.init
     def __init__(self, spec: ReleaseSpec) -> None:
@@ -471,3 +469,16 @@ def _cause(activity: str, e: ActivityError) -> str:
     if isinstance(c, CancelledError):
         return f"{activity} was cancelled"
     return f"{activity} failed: {c or e}"
+
+
+@workflow.defn(name="RolloutWorkflow", versioning_behavior=VersioningBehavior.PINNED)
+class PinnedRolloutWorkflow(RolloutWorkflow):
+    """``RolloutWorkflow`` as a *versioned* worker registers it (orchestrator.worker): PINNED, so a rollout runs to
+    its end on the worker build it started on, even after a newer build became current (README "Upgrading the
+    worker itself"). Same name, same code. A separate class because the server refuses a workflow task completion
+    that names a versioning behaviour from an unversioned worker ("versioning behavior cannot be specified without
+    deployment options being set with versioned mode"), so the plain class declares none."""
+
+    @workflow.run
+    async def run(self, spec: ReleaseSpec) -> RolloutResult:
+        return await super().run(spec)

@@ -9,7 +9,7 @@ Registered by ``orchestrator.worker``; started by ``rollwright worker upgrade`` 
    already running stay on A (``RolloutWorkflow`` is PINNED);
 4. wait until A is ``drained`` (its last pinned rollout closed), then delete A's Deployment.
 
-This workflow is AUTO_UPGRADE, on purpose: it starts on A and its next task after the switch runs on B, so it never
+On versioned workers this workflow is AUTO_UPGRADE, on purpose: it starts on A and its next task after the switch runs on B, so it never
 keeps A from draining, and B's worker retires A (A never deletes itself). Its code therefore runs across builds:
 changes to it go behind ``workflow.patched()`` like RolloutWorkflow's.
 """
@@ -51,8 +51,11 @@ WAITS = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2
 HEARTBEAT = timedelta(seconds=20)
 
 
-@workflow.defn(name="WorkerUpgradeWorkflow", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+@workflow.defn(name="WorkerUpgradeWorkflow")
 class WorkerUpgradeWorkflow:
+    """As unversioned workers register it (no versioning behaviour: the server refuses one from them). Versioned
+    workers register ``AutoUpgradeWorkerUpgradeWorkflow``."""
+
     def __init__(self) -> None:
         self._phase = "starting"
 
@@ -140,3 +143,13 @@ class WorkerUpgradeWorkflow:
             raise ApplicationError(f"the rollout of worker build {inp.build_id} did not succeed ({outcome}); the "
                                    f"current version is unchanged: {detail}", res.model_dump(mode="json") if res else None,
                                    type="WorkerRolloutFailed", non_retryable=True) from None
+
+
+@workflow.defn(name="WorkerUpgradeWorkflow", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+class AutoUpgradeWorkerUpgradeWorkflow(WorkerUpgradeWorkflow):
+    """``WorkerUpgradeWorkflow`` on versioned workers: AUTO_UPGRADE, so after the switch it continues on the new
+    build and never keeps the old one from draining."""
+
+    @workflow.run
+    async def run(self, inp: WorkerUpgradeInput) -> WorkerUpgradeResult:
+        return await super().run(inp)

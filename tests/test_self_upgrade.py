@@ -1,0 +1,241 @@
+"""Safe self-upgrade under Worker Versioning (issue 9, part 3), on the real Temporal dev server and the real cluster.
+
+While a long rollout (bake 60 s) runs on worker build A, ``rollwright worker upgrade`` rolls out build B with
+Rollwright itself (``WorkerUpgradeWorkflow``: B's Deployment next to A's, a normal RolloutWorkflow as child), makes B
+the current version once B polls, waits until A is drained and deletes A's Deployment. Asserted from the histories:
+the in-flight rollout ran every workflow task on A, new rollouts run on B, the upgrade itself moved from A to B.
+
+MODE: **host worker processes.** A and B are real ``rollwright worker`` processes on this machine, started by the
+test with the versioning environment the rendered manifests give the pods (``ROLLWRIGHT_WORKER_DEPLOYMENT_NAME``,
+``ROLLWRIGHT_WORKER_BUILD_ID``). The Kubernetes side is real (the rendered ``rollwright-worker-<build>``
+Deployments are applied, waited for, kept by prune and deleted on retirement by the workflow) but those
+Deployments' pods are simulated on the KWOK nodes: the pods that poll Temporal are the host processes standing in
+for them. Everything a pod would do against Temporal is done by the real worker code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from temporalio.api.deployment.v1 import WorkerDeploymentVersion
+from temporalio.api.enums.v1 import WorkerDeploymentVersionStatus
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkerDeploymentRequest,
+    DescribeWorkerDeploymentVersionRequest,
+)
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from contract.upgrade import upgrade_workflow_id
+from orchestrator.client import RolloutClient
+from orchestrator.loader import load_spec
+from orchestrator.models import Outcome
+from tests.helpers import BIN, WorkerProcess, deployment, history_events, write_release
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+T0 = time.monotonic()
+
+
+def _t(msg: str) -> None:
+    print(f"[self-upgrade +{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+def _worker_release(d: Path, namespace: str, app: str, registry: str) -> Path:
+    """The worker's release as the test ships it: the Deployment `rollwright-worker` (simulated pods, see MODE)."""
+    w = deployment("rollwright-worker", replicas=1, image="127.0.0.1:5000/rollwright/worker:dev")
+    w["metadata"]["labels"] = {"app.kubernetes.io/name": "rollwright-worker"}
+    return write_release(d, app=app, namespace=namespace, objects=[w], registry=registry, image=False,
+                         health={"progress_deadline_seconds": 120})
+
+
+def _task_versions(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(build ID, behaviour) of every completed workflow task, in order."""
+    out = []
+    for e in events:
+        a = e.get("workflowTaskCompletedEventAttributes")
+        if a is not None:
+            out.append((a.get("deploymentVersion", {}).get("buildId", ""), a.get("versioningBehavior", "")))
+    return out
+
+
+def _activity_identities(events: list[dict[str, Any]]) -> set[str]:
+    return {e["activityTaskStartedEventAttributes"].get("identity", "") for e in events
+            if "activityTaskStartedEventAttributes" in e}
+
+
+async def _rpc(call: Any) -> Any:
+    """The server rate-limits reads of one Worker Deployment (RESOURCE_EXHAUSTED): back off and ask again."""
+    for _ in range(30):
+        try:
+            return await call()
+        except RPCError as e:
+            if e.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+                raise
+            await asyncio.sleep(1)
+    return await call()
+
+
+async def _current(client: Client, name: str) -> str | None:
+    r = await _rpc(lambda: client.workflow_service.describe_worker_deployment(
+        DescribeWorkerDeploymentRequest(namespace=client.namespace, deployment_name=name)))
+    return r.worker_deployment_info.routing_config.current_deployment_version.build_id or None
+
+
+async def _version_status(client: Client, name: str, build: str) -> str:
+    r = await _rpc(lambda: client.workflow_service.describe_worker_deployment_version(
+        DescribeWorkerDeploymentVersionRequest(namespace=client.namespace, deployment_version=WorkerDeploymentVersion(
+            deployment_name=name, build_id=build))))
+    return str(WorkerDeploymentVersionStatus.Name(r.worker_deployment_version_info.status))
+
+
+def _describe_cli(name: str, env: dict[str, str]) -> str:
+    r = subprocess.run([str(BIN / "temporal"), "worker", "deployment", "describe", "--name", name], env=env,
+                       capture_output=True, text=True, timeout=60)
+    return r.stdout + r.stderr
+
+
+@pytest.fixture
+def upgrade_env(kubeconfig: Path) -> Iterator[dict[str, Any]]:
+    tag = uuid.uuid4().hex[:6]
+    queue = f"rw-upg-{tag}"
+    # Own Worker Deployment per run (ROLLWRIGHT_TEST_WORKER_DEPLOYMENT to use e.g. rollwright-worker for the README).
+    name = os.environ.get("ROLLWRIGHT_TEST_WORKER_DEPLOYMENT") or f"rw-upg-{tag}"
+    builds = (f"a-{tag}", f"b-{tag}")
+    procs: list[WorkerProcess] = []
+
+    def versioned(build: str) -> WorkerProcess:
+        w = WorkerProcess(queue, kubeconfig, name=f"upgrade-{build}", extra_env={
+            "ROLLWRIGHT_WORKER_DEPLOYMENT_NAME": name, "ROLLWRIGHT_WORKER_BUILD_ID": build})
+        procs.append(w)
+        return w
+
+    def unversioned() -> WorkerProcess:
+        w = WorkerProcess(queue, kubeconfig, name=f"upgrade-unversioned-{tag}")
+        procs.append(w)
+        return w
+
+    clis: list[asyncio.subprocess.Process] = []
+    yield {"queue": queue, "name": name, "builds": builds, "versioned": versioned, "unversioned": unversioned,
+           "tag": tag, "clis": clis}
+    for p in clis:
+        if p.returncode is None:
+            p.kill()
+    for w in procs:
+        w.stop(timeout=40)
+
+
+async def _upgrade(build: str, spec: Path, env: dict[str, Any], cli_env: dict[str, str]) -> asyncio.subprocess.Process:
+    e = dict(cli_env, ROLLWRIGHT_TASK_QUEUE=env["queue"])
+    p = await asyncio.create_subprocess_exec(
+        str(BIN / "rollwright"), "worker", "upgrade", "-f", str(spec), "--build-id", build,
+        "--deployment-name", env["name"], "--pollers-timeout", "120", "--drain-timeout", "600", "--wait",
+        env=e, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    env["clis"].append(p)
+    return p
+
+
+async def test_self_upgrade_pins_in_flight_rollouts_and_retires_the_drained_build(
+        temporal: Client, upgrade_env: dict[str, Any], namespace: str, apps: k8s.AppsV1Api, registry: str,
+        cli_env: dict[str, str], tmp_path: Path) -> None:
+    global T0
+    T0 = time.monotonic()
+    env = upgrade_env
+    a, b = env["builds"]
+    name, queue = env["name"], env["queue"]
+    worker_spec = _worker_release(tmp_path / "worker", namespace, f"rw-worker-{env['tag']}", registry)
+    client = RolloutClient(temporal, queue)
+    cenv = dict(cli_env, ROLLWRIGHT_TASK_QUEUE=queue)
+
+    # 1. Bootstrap: an unversioned worker (a developer's host worker) runs the first upgrade, to build A.
+    _t(f"deployment {name}, queue {queue}, builds {a} → {b} (mode: host worker processes)")
+    env["unversioned"]().start()
+    worker_a = env["versioned"](a)
+    worker_a.start()
+    first = await _upgrade(a, worker_spec, env, cli_env)
+    out, err = await asyncio.wait_for(first.communicate(), 300)
+    assert first.returncode == 0, f"bootstrap upgrade to {a}: rc={first.returncode}\n{out.decode()}\n{err.decode()}"
+    assert await _current(temporal, name) == a
+    _t(f"bootstrap: {a} is current ({out.decode().strip().splitlines()[-1]})")
+    before = _describe_cli(name, cenv)
+    print(f"--- temporal worker deployment describe --name {name} (before) ---\n{before}")
+
+    # 2. A long rollout (bake 60 s) starts on A and is pinned there.
+    long_spec = load_spec(write_release(
+        tmp_path / "long", app=f"rw-long-{env['tag']}", namespace=namespace, registry=registry, image=False,
+        objects=[deployment("long", replicas=1)], health={"progress_deadline_seconds": 120, "bake_seconds": 60}))
+    long = await client.start(long_spec)
+    long_started = time.monotonic()
+
+    async def phase() -> str:
+        return (await long.query("status")).get("step", "")
+    while await phase() != "Bake":
+        assert time.monotonic() - long_started < 120, "the long rollout never reached its bake"
+        await asyncio.sleep(0.5)
+    _t("long rollout on A is baking (60 s)")
+
+    # 3. Roll out B with Rollwright itself while A's rollout bakes.
+    worker_b = env["versioned"](b)
+    worker_b.start()
+    upgrade_started = time.monotonic()
+    second = await _upgrade(b, worker_spec, env, cli_env)
+    while await _current(temporal, name) != b:
+        assert second.returncode is None, f"upgrade ended early: {(await second.communicate())}"
+        assert time.monotonic() - upgrade_started < 240, "B never became current"
+        await asyncio.sleep(2)
+    _t(f"{b} is current, {time.monotonic() - upgrade_started:.1f}s after `worker upgrade`; long rollout still "
+       f"running: {(await long.describe()).status.name}")
+    assert (await long.describe()).status.name == "RUNNING"
+    assert await _version_status(temporal, name, a) == "WORKER_DEPLOYMENT_VERSION_STATUS_DRAINING"
+    assert apps.read_namespaced_deployment(f"rollwright-worker-{a}", namespace) is not None
+
+    # 4. A new rollout now goes to B.
+    new_spec = load_spec(write_release(
+        tmp_path / "new", app=f"rw-new-{env['tag']}", namespace=namespace, registry=registry, image=False,
+        objects=[deployment("fresh", replicas=1)], health={"progress_deadline_seconds": 120}))
+    new_res = await client.result(await client.start(new_spec))
+    assert new_res.outcome == Outcome.SUCCEEDED, new_res.cause
+    _t("new rollout succeeded")
+
+    # 5. The upgrade waits for A to drain (the long rollout's end), then deletes A's Deployment.
+    out, err = await asyncio.wait_for(second.communicate(), 400)
+    assert second.returncode == 0, f"upgrade to {b}: rc={second.returncode}\n{out.decode()}\n{err.decode()}"
+    long_res = await client.result(long)
+    assert long_res.outcome == Outcome.SUCCEEDED, long_res.cause
+    _t(f"upgrade done {time.monotonic() - upgrade_started:.1f}s after it started: {out.decode().strip()}")
+    assert await _version_status(temporal, name, a) == "WORKER_DEPLOYMENT_VERSION_STATUS_DRAINED"
+    with pytest.raises(ApiException) as gone:
+        apps.read_namespaced_deployment(f"rollwright-worker-{a}", namespace)
+    assert gone.value.status == 404
+    live_b = apps.read_namespaced_deployment(f"rollwright-worker-{b}", namespace)
+    assert live_b.spec.selector.match_labels["rollwright.io/worker-build"] == b
+    env_b = {e.name: e.value for e in live_b.spec.template.spec.containers[0].env}
+    assert env_b["ROLLWRIGHT_WORKER_BUILD_ID"] == b and env_b["ROLLWRIGHT_WORKER_DEPLOYMENT_NAME"] == name
+    after = _describe_cli(name, cenv)
+    print(f"--- temporal worker deployment describe --name {name} (after) ---\n{after}")
+
+    # Histories: the in-flight rollout ran on A only (pinned), the new one on B, the upgrade moved from A to B.
+    long_ev = history_events(long.id, long.result_run_id, cenv)
+    long_versions = _task_versions(long_ev)
+    assert long_versions and {v for v, _ in long_versions} == {a}, long_versions
+    assert {bh for _, bh in long_versions} == {"VERSIONING_BEHAVIOR_PINNED"}, long_versions
+    assert all(re.search(rf"\+{a}(-waits)?@", i) for i in _activity_identities(long_ev)), _activity_identities(long_ev)
+    new_versions = _task_versions(history_events(f"rollout.{new_spec.app}.{new_spec.environment}", None, cenv))
+    assert {v for v, _ in new_versions} == {b}, new_versions
+    up_versions = [v for v, _ in _task_versions(history_events(upgrade_workflow_id(name), None, cenv))]
+    assert up_versions[0] == a and up_versions[-1] == b, up_versions
+    worker_rollout = _task_versions(history_events(f"rollout.rw-worker-{env['tag']}.test", None, cenv))
+    assert {v for v, _ in worker_rollout} == {a}, f"B's own rollout must run on A: {worker_rollout}"
+    _t(f"histories: long rollout tasks {len(long_versions)}x on {a}; new rollout on {b}; upgrade {up_versions}")
+    worker_a.stop()  # in the pods mode deleting the Deployment stops them; here the host process stands in
