@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator import DEFAULT_TASK_QUEUE
 from orchestrator.codec import CodecError, KeyRing
+from releases import mirrors
 
 
 class ConfigError(Exception):
@@ -50,6 +51,8 @@ class Settings(BaseSettings):
                                                max_length=100, description="Temporal Worker Deployment name")
     worker_build_id: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40,
                                         description="this build's ID (the manifests set it per build)")
+    registry_mirrors: str | None = Field(None, description="registry=endpoint,… where registry requests go "
+                                         "(releases.mirrors); names and digests stay the identity")
     # Payload encryption (orchestrator.codec). Keys are secrets: never logged, never in the repo.
     codec_keys: str | None = Field(None, repr=False, description="id=base64key[,id=base64key...]")
     codec_keys_file: Path | None = Field(None, description="file of id=base64key lines, or a mounted Secret dir")
@@ -70,6 +73,12 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, v: object) -> object:
         # docker compose passes `${VAR:-}` as an empty string; Path("") would silently mean the current directory.
         return None if v == "" else v
+
+    @field_validator("registry_mirrors")
+    @classmethod
+    def _mirrors(cls, v: str | None) -> str | None:
+        mirrors.parse(v)  # ValueError → "ROLLWRIGHT_REGISTRY_MIRRORS: Value error, entry … must be …"
+        return v
 
     @field_validator("log_level", mode="before")
     @classmethod
