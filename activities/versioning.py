@@ -203,26 +203,38 @@ class VersioningActivities:
 
     @activity.defn
     def retire_worker_build(self, inp: RetireInput) -> RetireResult:
-        """Deletes the build's Deployments and HorizontalPodAutoscalers (labelled ``rollwright.io/worker-build``) in
-        the worker's namespace; its pods stop with their normal graceful shutdown."""
+        """Deletes the build's Deployments (labelled ``rollwright.io/worker-build``) in the worker's namespace and
+        the HorizontalPodAutoscaler of the same name that ``rollwright worker upgrade`` rendered with each (read by
+        name and checked for the label: the worker's role may get, not list, HPAs). Pods stop with their normal
+        graceful shutdown."""
         kube = self._clients.kube(inp.kube_context)
-        selector = [("labelSelector", f"{BUILD_LABEL}={inp.build_id}")]
+        deployments = f"/apis/apps/v1/namespaces/{inp.namespace}/deployments"
+        hpas = f"/apis/autoscaling/v2/namespaces/{inp.namespace}/horizontalpodautoscalers"
         deleted: list[str] = []
-        for path, kind in ((f"/apis/apps/v1/namespaces/{inp.namespace}/deployments", "Deployment"),
-                           (f"/apis/autoscaling/v2/namespaces/{inp.namespace}/horizontalpodautoscalers",
-                            "HorizontalPodAutoscaler")):
+
+        def delete(path: str, what: str) -> None:
             try:
-                items = kube.request("GET", path, query=selector).get("items", [])
-                for obj in items:
-                    name = obj["metadata"]["name"]
-                    try:
-                        kube.request("DELETE", f"{path}/{name}", body={"propagationPolicy": "Background"})
-                        deleted.append(f"{kind}/{inp.namespace}/{name}")
-                    except ApiException as e:
-                        if e.status != 404:  # deleted meanwhile: fine
-                            raise
+                kube.request("DELETE", path, body={"propagationPolicy": "Background"})
+                deleted.append(what)
             except ApiException as e:
-                raise from_api(e, f"retire worker build {inp.build_id}: {kind}") from None
-            activity.heartbeat()
+                if e.status != 404:  # gone meanwhile: fine
+                    raise
+
+        try:
+            items = kube.request("GET", deployments, query=[("labelSelector", f"{BUILD_LABEL}={inp.build_id}")])
+            for obj in items.get("items", []):
+                name = obj["metadata"]["name"]
+                try:
+                    hpa = kube.request("GET", f"{hpas}/{name}")
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                    hpa = {}
+                if hpa.get("metadata", {}).get("labels", {}).get(BUILD_LABEL) == inp.build_id:
+                    delete(f"{hpas}/{name}", f"HorizontalPodAutoscaler/{inp.namespace}/{name}")
+                delete(f"{deployments}/{name}", f"Deployment/{inp.namespace}/{name}")
+                activity.heartbeat(name)
+        except ApiException as e:
+            raise from_api(e, f"retire worker build {inp.build_id}") from None
         log.info("retired worker build %s at %s: %s", inp.build_id, datetime.now(UTC).isoformat(), deleted)
         return RetireResult(deleted=deleted)

@@ -5,12 +5,16 @@ Rollwright itself (``WorkerUpgradeWorkflow``: B's Deployment next to A's, a norm
 the current version once B polls, waits until A is drained and deletes A's Deployment. Asserted from the histories:
 the in-flight rollout ran every workflow task on A, new rollouts run on B, the upgrade itself moved from A to B.
 
-MODE: **host worker processes.** A and B are real ``rollwright worker`` processes on this machine, started by the
-test with the versioning environment the rendered manifests give the pods (``ROLLWRIGHT_WORKER_DEPLOYMENT_NAME``,
-``ROLLWRIGHT_WORKER_BUILD_ID``). The Kubernetes side is real (the rendered ``rollwright-worker-<build>``
-Deployments are applied, waited for, kept by prune and deleted on retirement by the workflow) but those
-Deployments' pods are simulated on the KWOK nodes: the pods that poll Temporal are the host processes standing in
-for them. Everything a pod would do against Temporal is done by the real worker code.
+Two modes (``ROLLWRIGHT_SELF_UPGRADE_MODES``, default ``pods``):
+
+- **pods** (the real thing): A and B are worker pods on the real node real-0, built from this repository's
+  Dockerfile and rolled out from the dev overlay (k8s/rendered/dev.yaml, moved into the test's namespace and task
+  queue). A builds and rolls out B from inside the cluster (host Docker engine through the dev-only socket
+  component), B's pod retires A. A developer's unversioned host worker installs the first versioned build (A).
+- **host**: A and B are real ``rollwright worker`` processes on this machine, started by the test with the
+  versioning environment the rendered manifests give the pods; the ``rollwright-worker-<build>`` Deployments are
+  real objects but their pods are simulated on the KWOK nodes. Quicker (no image build, no pod start); kept for
+  machines without the real node.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from temporalio.api.deployment.v1 import WorkerDeploymentVersion
@@ -37,13 +42,16 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.kube import Kube
 from contract.upgrade import upgrade_workflow_id
 from orchestrator.client import RolloutClient
 from orchestrator.loader import load_spec
 from orchestrator.models import Outcome
-from tests.helpers import BIN, WorkerProcess, deployment, history_events, write_release
+from tests.helpers import BIN, ROOT, WorkerProcess, deployment, history_events, write_release
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+MODES = [m.strip() for m in os.environ.get("ROLLWRIGHT_SELF_UPGRADE_MODES", "pods").split(",") if m.strip()]
+RENDERED = ROOT / "k8s/rendered/dev.yaml"
 
 T0 = time.monotonic()
 
@@ -53,11 +61,44 @@ def _t(msg: str) -> None:
 
 
 def _worker_release(d: Path, namespace: str, app: str, registry: str) -> Path:
-    """The worker's release as the test ships it: the Deployment `rollwright-worker` (simulated pods, see MODE)."""
+    """host mode: the worker's release is the Deployment `rollwright-worker` with simulated pods."""
     w = deployment("rollwright-worker", replicas=1, image="127.0.0.1:5000/rollwright/worker:dev")
     w["metadata"]["labels"] = {"app.kubernetes.io/name": "rollwright-worker"}
     return write_release(d, app=app, namespace=namespace, objects=[w], registry=registry, image=False,
                          health={"progress_deadline_seconds": 120})
+
+
+def _worker_release_pods(d: Path, namespace: str, app: str, queue: str, kube: Kube) -> Path:
+    """pods mode: the dev overlay's worker (image built from this repo, real node, Temporal and registry at the node
+    IP, docker socket), moved into the test's namespace and task queue, one replica; a RoleBinding gives its
+    ServiceAccount the managed role there. The cluster-scoped role is applied as the dev overlay has it."""
+    objs: list[dict[str, Any]] = []
+    for o in yaml.safe_load_all(RENDERED.read_text()):
+        if not o:
+            continue
+        if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "rollwright-worker-managed":
+            kube.apply(o, manager="rollwright-test-setup")
+        if o["kind"] in ("ServiceAccount", "ConfigMap", "Deployment"):
+            o["metadata"]["namespace"] = namespace
+            if o["kind"] == "ConfigMap":
+                o["data"]["ROLLWRIGHT_TASK_QUEUE"] = queue
+            if o["kind"] == "Deployment":
+                o["spec"]["replicas"] = 1
+            objs.append(o)
+    objs.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                 "metadata": {"name": "rollwright-worker", "namespace": namespace},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                             "name": "rollwright-worker-managed"},
+                 "subjects": [{"kind": "ServiceAccount", "name": "rollwright-worker", "namespace": namespace}]})
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "worker.yaml").write_text(yaml.safe_dump_all(objs, sort_keys=False))
+    spec = {"app": app, "environment": "test", "namespace": namespace, "manifests": ["worker.yaml"],
+            "image": {"context": str(ROOT), "dockerfile": "Dockerfile", "repository": "127.0.0.1:5000/rollwright/worker",
+                      "build_args": {"BASE_IMAGE": "rollwright/python-base:3.11"}},
+            "health": {"progress_deadline_seconds": 300}}
+    p = d / "release.yaml"
+    p.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return p
 
 
 def _task_versions(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -146,25 +187,32 @@ async def _upgrade(build: str, spec: Path, env: dict[str, Any], cli_env: dict[st
     return p
 
 
+@pytest.mark.parametrize("mode", MODES)
 async def test_self_upgrade_pins_in_flight_rollouts_and_retires_the_drained_build(
-        temporal: Client, upgrade_env: dict[str, Any], namespace: str, apps: k8s.AppsV1Api, registry: str,
-        cli_env: dict[str, str], tmp_path: Path) -> None:
+        mode: str, temporal: Client, upgrade_env: dict[str, Any], namespace: str, apps: k8s.AppsV1Api,
+        core: k8s.CoreV1Api, kube: Kube, registry: str, cli_env: dict[str, str], tmp_path: Path) -> None:
     global T0
     T0 = time.monotonic()
     env = upgrade_env
     a, b = env["builds"]
     name, queue = env["name"], env["queue"]
-    worker_spec = _worker_release(tmp_path / "worker", namespace, f"rw-worker-{env['tag']}", registry)
+    pods = mode == "pods"
+    app = f"rw-worker-{env['tag']}"
+    worker_spec = (_worker_release_pods(tmp_path / "worker", namespace, app, queue, kube) if pods
+                   else _worker_release(tmp_path / "worker", namespace, app, registry))
     client = RolloutClient(temporal, queue)
     cenv = dict(cli_env, ROLLWRIGHT_TASK_QUEUE=queue)
+    # Where A's and B's workers run: pods of rollwright-worker-<build> on real-0, or host processes standing in.
+    where = {build: (rf"@rollwright-worker-{build}-" if pods else "@") for build in (a, b)}
 
     # 1. Bootstrap: an unversioned worker (a developer's host worker) runs the first upgrade, to build A.
-    _t(f"deployment {name}, queue {queue}, builds {a} → {b} (mode: host worker processes)")
+    _t(f"deployment {name}, queue {queue}, builds {a} → {b} (mode: {mode})")
     env["unversioned"]().start()
-    worker_a = env["versioned"](a)
-    worker_a.start()
+    if not pods:
+        worker_a = env["versioned"](a)
+        worker_a.start()
     first = await _upgrade(a, worker_spec, env, cli_env)
-    out, err = await asyncio.wait_for(first.communicate(), 300)
+    out, err = await asyncio.wait_for(first.communicate(), 480)
     assert first.returncode == 0, f"bootstrap upgrade to {a}: rc={first.returncode}\n{out.decode()}\n{err.decode()}"
     assert await _current(temporal, name) == a
     _t(f"bootstrap: {a} is current ({out.decode().strip().splitlines()[-1]})")
@@ -186,13 +234,13 @@ async def test_self_upgrade_pins_in_flight_rollouts_and_retires_the_drained_buil
     _t("long rollout on A is baking (60 s)")
 
     # 3. Roll out B with Rollwright itself while A's rollout bakes.
-    worker_b = env["versioned"](b)
-    worker_b.start()
+    if not pods:
+        env["versioned"](b).start()
     upgrade_started = time.monotonic()
     second = await _upgrade(b, worker_spec, env, cli_env)
     while await _current(temporal, name) != b:
         assert second.returncode is None, f"upgrade ended early: {(await second.communicate())}"
-        assert time.monotonic() - upgrade_started < 240, "B never became current"
+        assert time.monotonic() - upgrade_started < 420, "B never became current"
         await asyncio.sleep(2)
     _t(f"{b} is current, {time.monotonic() - upgrade_started:.1f}s after `worker upgrade`; long rollout still "
        f"running: {(await long.describe()).status.name}")
@@ -230,7 +278,10 @@ async def test_self_upgrade_pins_in_flight_rollouts_and_retires_the_drained_buil
     long_versions = _task_versions(long_ev)
     assert long_versions and {v for v, _ in long_versions} == {a}, long_versions
     assert {bh for _, bh in long_versions} == {"VERSIONING_BEHAVIOR_PINNED"}, long_versions
-    assert all(re.search(rf"\+{a}(-waits)?@", i) for i in _activity_identities(long_ev)), _activity_identities(long_ev)
+    ids = _activity_identities(long_ev)
+    assert ids and all(re.search(rf"\+{a}(-waits)?{where[a]}", i) for i in ids), ids
+    new_ids = _activity_identities(history_events(f"rollout.{new_spec.app}.{new_spec.environment}", None, cenv))
+    assert new_ids and all(re.search(rf"\+{b}(-waits)?{where[b]}", i) for i in new_ids), new_ids
     new_versions = _task_versions(history_events(f"rollout.{new_spec.app}.{new_spec.environment}", None, cenv))
     assert {v for v, _ in new_versions} == {b}, new_versions
     up_versions = [v for v, _ in _task_versions(history_events(upgrade_workflow_id(name), None, cenv))]
@@ -238,4 +289,13 @@ async def test_self_upgrade_pins_in_flight_rollouts_and_retires_the_drained_buil
     worker_rollout = _task_versions(history_events(f"rollout.rw-worker-{env['tag']}.test", None, cenv))
     assert {v for v, _ in worker_rollout} == {a}, f"B's own rollout must run on A: {worker_rollout}"
     _t(f"histories: long rollout tasks {len(long_versions)}x on {a}; new rollout on {b}; upgrade {up_versions}")
-    worker_a.stop()  # in the pods mode deleting the Deployment stops them; here the host process stands in
+    if pods:  # deleting A's Deployment stopped A's pods (graceful shutdown); B's pod keeps serving
+        def a_pods() -> list[Any]:
+            return core.list_namespaced_pod(namespace, label_selector=f"rollwright.io/worker-build={a}").items
+        deadline = time.monotonic() + 120
+        while a_pods():
+            assert time.monotonic() < deadline, [p.metadata.name for p in a_pods()]
+            await asyncio.sleep(2)
+        _t(f"A's pods are gone; B's pods: {[p.metadata.name for p in core.list_namespaced_pod(namespace, label_selector=f'rollwright.io/worker-build={b}').items]}")
+    else:
+        worker_a.stop()  # the host process standing in for A's pods
