@@ -43,6 +43,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.kube import Kube
+from contract.models import ObjectRef
 from contract.upgrade import upgrade_workflow_id
 from orchestrator.client import RolloutClient
 from orchestrator.loader import load_spec
@@ -68,16 +69,29 @@ def _worker_release(d: Path, namespace: str, app: str, registry: str) -> Path:
                          health={"progress_deadline_seconds": 120})
 
 
-def _worker_release_pods(d: Path, namespace: str, app: str, queue: str, kube: Kube) -> Path:
+def _worker_release_pods(d: Path, namespace: str, app: str, queue: str, kube: Kube, created: list[ObjectRef]) -> Path:
     """pods mode: the dev overlay's worker (image built from this repo, real node, Temporal and registry at the node
-    IP, docker socket), moved into the test's namespace and task queue, one replica; a RoleBinding gives its
-    ServiceAccount the managed role there. The cluster-scoped role is applied as the dev overlay has it."""
+    IP, docker socket), moved into the test's namespace and task queue, one replica. Its permissions are copies of
+    the dev overlay's roles under the test's own names (other tests create and delete the shared ClusterRoles): the
+    managed role as a Role of the namespace, in the release; reading namespaces as a ClusterRole + binding applied
+    here and deleted by the fixture."""
     objs: list[dict[str, Any]] = []
+    rbac = "rbac.authorization.k8s.io"
+    sa = [{"kind": "ServiceAccount", "name": "rollwright-worker", "namespace": namespace}]
     for o in yaml.safe_load_all(RENDERED.read_text()):
         if not o:
             continue
         if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "rollwright-worker-managed":
-            kube.apply(o, manager="rollwright-test-setup")
+            objs.append({"apiVersion": f"{rbac}/v1", "kind": "Role", "rules": o["rules"],
+                         "metadata": {"name": "rollwright-worker-managed", "namespace": namespace}})
+        if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "rollwright-worker-namespaces":
+            own = f"rollwright-worker-{namespace}"
+            for obj in ({"apiVersion": f"{rbac}/v1", "kind": "ClusterRole", "metadata": {"name": own},
+                         "rules": o["rules"]},
+                        {"apiVersion": f"{rbac}/v1", "kind": "ClusterRoleBinding", "metadata": {"name": own},
+                         "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": own}, "subjects": sa}):
+                kube.apply(obj, manager="rollwright-test-setup")
+                created.append(ObjectRef(api_version=f"{rbac}/v1", kind=obj["kind"], name=own))
         if o["kind"] in ("ServiceAccount", "ConfigMap", "Deployment"):
             o["metadata"]["namespace"] = namespace
             if o["kind"] == "ConfigMap":
@@ -85,11 +99,9 @@ def _worker_release_pods(d: Path, namespace: str, app: str, queue: str, kube: Ku
             if o["kind"] == "Deployment":
                 o["spec"]["replicas"] = 1
             objs.append(o)
-    objs.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+    objs.append({"apiVersion": f"{rbac}/v1", "kind": "RoleBinding",
                  "metadata": {"name": "rollwright-worker", "namespace": namespace},
-                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                             "name": "rollwright-worker-managed"},
-                 "subjects": [{"kind": "ServiceAccount", "name": "rollwright-worker", "namespace": namespace}]})
+                 "roleRef": {"apiGroup": rbac, "kind": "Role", "name": "rollwright-worker-managed"}, "subjects": sa})
     d.mkdir(parents=True, exist_ok=True)
     (d / "worker.yaml").write_text(yaml.safe_dump_all(objs, sort_keys=False))
     spec = {"app": app, "environment": "test", "namespace": namespace, "manifests": ["worker.yaml"],
@@ -168,13 +180,17 @@ def upgrade_env(kubeconfig: Path) -> Iterator[dict[str, Any]]:
         return w
 
     clis: list[asyncio.subprocess.Process] = []
+    created: list[ObjectRef] = []
     yield {"queue": queue, "name": name, "builds": builds, "versioned": versioned, "unversioned": unversioned,
-           "tag": tag, "clis": clis}
+           "tag": tag, "clis": clis, "created": created}
     for p in clis:
         if p.returncode is None:
             p.kill()
     for w in procs:
         w.stop(timeout=40)
+    kube = Kube(kubeconfig, None)
+    for ref in created:
+        kube.delete(ref)
 
 
 async def _upgrade(build: str, spec: Path, env: dict[str, Any], cli_env: dict[str, str]) -> asyncio.subprocess.Process:
@@ -198,7 +214,7 @@ async def test_self_upgrade_pins_in_flight_rollouts_and_retires_the_drained_buil
     name, queue = env["name"], env["queue"]
     pods = mode == "pods"
     app = f"rw-worker-{env['tag']}"
-    worker_spec = (_worker_release_pods(tmp_path / "worker", namespace, app, queue, kube) if pods
+    worker_spec = (_worker_release_pods(tmp_path / "worker", namespace, app, queue, kube, env["created"]) if pods
                    else _worker_release(tmp_path / "worker", namespace, app, registry))
     client = RolloutClient(temporal, queue)
     cenv = dict(cli_env, ROLLWRIGHT_TASK_QUEUE=queue)
