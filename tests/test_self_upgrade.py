@@ -273,7 +273,7 @@ async def test_self_upgrade_pins_in_flight_rollouts_and_retires_the_drained_buil
     _t("new rollout succeeded")
 
     # 5. The upgrade waits for A to drain (the long rollout's end), then deletes A's Deployment.
-    out, err = await asyncio.wait_for(second.communicate(), 400)
+    out, err = await asyncio.wait_for(second.communicate(), 600)
     assert second.returncode == 0, f"upgrade to {b}: rc={second.returncode}\n{out.decode()}\n{err.decode()}"
     long_res = await client.result(long)
     assert long_res.outcome == Outcome.SUCCEEDED, long_res.cause
