@@ -505,6 +505,9 @@ async def test_run_analysis_in_a_real_workflow_fails_a_bad_pod_and_keeps_measure
     completed = [e async for e in bad_h.fetch_history_events()
                  if e.HasField("activity_task_completed_event_attributes")]
     assert len(completed) == len(bad.measurements)
+    good_events = [e async for e in good_h.fetch_history_events()]
+    print(f"history: {len(good_events)} events for {len(good.measurements)} background measurements "
+          f"(~{len(good_events) / max(1, len(good.measurements)):.1f} per measurement, start/stop included)")
     payloads = b"".join(p.data for e in completed for p in e.activity_task_completed_event_attributes.result.payloads)
     for m in bad.measurements:
         assert m.value is not None and m.value.encode() in payloads
