@@ -128,6 +128,8 @@ def parse(expr: str) -> ast.expr:
         raise ConditionError("empty condition")
     if len(expr) > MAX_LENGTH:
         raise ConditionError(f"longer than {MAX_LENGTH} characters")
+    if "{{" in expr:
+        raise ConditionError("conditions are not templated: write the value, {{args.x}} is only replaced in queries")
     if "__" in expr:
         raise ConditionError("'__' is not allowed")
     try:

@@ -114,6 +114,7 @@ def test_conditions_evaluate(expr: str, result: Any, expected: bool) -> None:
     ("f'{result}'", "f-string"),
     ("result | 1", "|"),
     ("result == 1; 2", "syntax error"),
+    ("result < {{args.max}}", "not templated"),
     ("", "empty"),
     ("(" * 300 + "1" + ")" * 300, "too many nested parentheses"),
     ("+".join(["1"] * 300), "too complex"),
@@ -317,6 +318,16 @@ def test_parse_spec_refuses_a_bad_condition_before_anything_runs(monkeypatch: py
     assert "'__' is not allowed" in str(e.value)
     data["analysisTemplates"] = _spec_data(condition="result[0] < 0.05")["analysisTemplates"]
     assert parse_spec(data).analysis_templates[0].metrics[0].success_condition == "result[0] < 0.05"  # type: ignore[attr-defined]
+
+
+def test_the_worker_registers_measure_metric_on_the_main_queue() -> None:
+    from temporalio.activity import _Definition
+
+    from activities.clients import Clients
+    from orchestrator.worker import activities_for
+
+    names = {_Definition.must_from_callable(a).name for a in activities_for(Clients(), prometheus_url=PROMETHEUS)}
+    assert "measure_metric" in names and "wait_ready" in names
 
 
 # ---- real: Prometheus on the stack, demo pods on real-0 ------------------------------------------------------
