@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from contract.analysis import AnalysisArgs, AnalysisResult, AnalysisTemplate, Measurement
+    from contract.analysis import AnalysisArgs, AnalysisPhase, AnalysisResult, AnalysisTemplate, Measurement
     from workflows.analysis import run_analysis
 
 
@@ -22,6 +22,7 @@ class AnalysisTestInput(BaseModel):
     templates: list[AnalysisTemplate]
     args: AnalysisArgs
     stop_after_seconds: float | None = None
+    return_on_cancel: bool = True
 
 
 @workflow.defn(name="AnalysisTestWorkflow")
@@ -35,10 +36,14 @@ class AnalysisTestWorkflow:
 
     @workflow.run
     async def run(self, inp: AnalysisTestInput) -> AnalysisResult:
-        task = asyncio.create_task(run_analysis(inp.templates, inp.args, on_measurement=self.seen.append))
+        task = asyncio.create_task(run_analysis(inp.templates, inp.args, on_measurement=self.seen.append,
+                                                return_on_cancel=inp.return_on_cancel))
         if inp.stop_after_seconds is None:
             return await task
         done, _ = await workflow.wait([task], timeout=inp.stop_after_seconds)
         if not done:
             task.cancel()
-        return await task
+        try:
+            return await task
+        except asyncio.CancelledError:  # return_on_cancel=False: the cancel propagates (a foreground step)
+            return AnalysisResult(phase=AnalysisPhase.ERROR, message="cancel propagated", cancelled=True)

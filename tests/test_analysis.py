@@ -366,7 +366,7 @@ async def skipping() -> AsyncIterator[tuple[WorkflowEnvironment, str]]:
 
 
 async def scripted(skipping: tuple[WorkflowEnvironment, str], metrics: dict[str, tuple[str, dict[str, Any]]],
-                   stop_after: float | None = None) -> tuple[Any, float]:
+                   stop_after: float | None = None, return_on_cancel: bool = True) -> tuple[Any, float]:
     """Runs one analysis whose metrics follow their scripts; returns (result, elapsed workflow seconds)."""
     env, queue = skipping
     wid = f"scripted-{uuid.uuid4().hex[:8]}"
@@ -375,7 +375,8 @@ async def scripted(skipping: tuple[WorkflowEnvironment, str], metrics: dict[str,
     t = AnalysisTemplate.model_validate({"name": "t", "metrics": [
         dict({"name": n, "provider": {"prometheus": {"query": "up"}}}, **kw) for n, (_, kw) in metrics.items()]})
     h = await env.client.start_workflow(
-        AnalysisTestWorkflow.run, AnalysisTestInput(templates=[t], args=AnalysisArgs(), stop_after_seconds=stop_after),
+        AnalysisTestWorkflow.run, AnalysisTestInput(templates=[t], args=AnalysisArgs(), stop_after_seconds=stop_after,
+                                                  return_on_cancel=return_on_cancel),
         id=wid, task_queue=queue)
     result = await h.result()
     events = [e async for e in h.fetch_history_events()]
@@ -421,6 +422,8 @@ async def test_background_analysis_stopped_by_its_caller_returns_what_it_measure
     assert r.phase == P.SUCCESSFUL and r.cancelled and r.measurements == []
     r, _ = await scripted(skipping, {"bg": ("S,F", {"interval": "1m"})}, stop_after=600)
     assert r.phase == P.FAILED and not r.cancelled  # a background analysis that fails ends by itself
+    r, _ = await scripted(skipping, {"fg": ("S,S,S", {"interval": "1m"})}, stop_after=90, return_on_cancel=False)
+    assert r.message == "cancel propagated"
 
 
 # ---- real: Prometheus on the stack, demo pods on real-0 ------------------------------------------------------
