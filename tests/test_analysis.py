@@ -320,6 +320,10 @@ def test_parse_spec_refuses_a_bad_condition_before_anything_runs(monkeypatch: py
     assert e.value.file == "release.yaml"
     assert e.value.field == "analysisTemplates[0].metrics[0].successCondition", e.value.field
     assert "'__' is not allowed" in str(e.value)
+    # The worker's validate step checks the decoded workflow input the same way (temporal workflow start path).
+    spec = releases.loader.ReleaseSpec.model_validate(data)  # pydantic alone does not parse conditions
+    with pytest.raises(ReleaseError, match="'__' is not allowed"):
+        releases.loader.check_analysis(spec, source="workflow input")
     data["analysisTemplates"] = _spec_data(condition="result[0] < 0.05")["analysisTemplates"]
     assert parse_spec(data).analysis_templates[0].metrics[0].success_condition == "result[0] < 0.05"  # type: ignore[attr-defined]
 
