@@ -138,6 +138,9 @@ async def run_analysis(templates: list[AnalysisTemplate], args: AnalysisArgs, *,
         if not return_on_cancel:
             await _cancel_all([*tasks, stopper])
             raise
+    except BaseException:
+        await _cancel_all([*tasks, stopper])  # a bug in one metric's loop: stop the others, then fail the task
+        raise
     await _cancel_all([*tasks, stopper])
 
     terminating = cancelled or stop.is_set()
