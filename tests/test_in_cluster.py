@@ -15,6 +15,7 @@ release (namespace `rollwright`, its cluster-scoped RBAC) at the end.
 from __future__ import annotations
 
 import base64
+import grp
 import json
 import shutil
 import subprocess
@@ -149,7 +150,17 @@ async def incluster(worker: WorkerProcess, temporal: Client, task_queue: str, cl
         desc = None  # never started on this server
     if desc is not None and desc.status == WorkflowExecutionStatus.RUNNING:
         await _end_if_orphaned(temporal, desc.id, desc.run_id)
+    # The docker-socket component adds the host's `docker` GID as a supplemental group (it cannot be templated):
+    # on a machine where it differs, builds from the pod would fail with "permission denied" on the socket.
+    component = yaml.safe_load((ROOT / "k8s/components/docker-socket/kustomization.yaml").read_text())
+    gids = [op["value"] for patch in component["patches"] for op in yaml.safe_load(patch["patch"])
+            if op["path"].endswith("supplementalGroups")]
+    assert gids == [[grp.getgrnam("docker").gr_gid]], (
+        f"k8s/components/docker-socket gives the pod groups {gids}, but this host's docker group is "
+        f"{grp.getgrnam('docker').gr_gid}: set supplementalGroups to it (getent group docker)")
     state = InCluster(deploy=await _rollout(temporal, cli_env, task_queue, SPEC, "self-deploy (a)"))
+    build = next((res for t, _, res in _activities(state.deploy.events) if t == "build_image"), None)
+    print(f"self-deploy build: {'registry cache hit (unchanged source)' if build and build['cache_hit'] else build}")
     try:
         yield state
     finally:
