@@ -53,6 +53,8 @@ class Settings(BaseSettings):
                                         description="this build's ID (the manifests set it per build)")
     registry_mirrors: str | None = Field(None, description="registry=endpoint,… where registry requests go "
                                          "(releases.mirrors); names and digests stay the identity")
+    prometheus_url: str | None = Field(None, pattern=r"^https?://",
+                                       description="Prometheus of analysis metrics without provider.prometheus.address")
     # Payload encryption (orchestrator.codec). Keys are secrets: never logged, never in the repo.
     codec_keys: str | None = Field(None, repr=False, description="id=base64key[,id=base64key...]")
     codec_keys_file: Path | None = Field(None, description="file of id=base64key lines, or a mounted Secret dir")

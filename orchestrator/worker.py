@@ -30,6 +30,7 @@ from temporalio.runtime import (
 )
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
+from activities.analysis import AnalysisActivities
 from activities.build import BuildActivities
 from activities.clients import Clients
 from activities.health import HealthActivities
@@ -47,16 +48,18 @@ from workflows.upgrade import AutoUpgradeWorkerUpgradeWorkflow, WorkerUpgradeWor
 log = logging.getLogger(__name__)
 
 
-def activities_for(clients: Clients, waits: ReadinessActivities | None = None) -> list[Callable[..., Any]]:
+def activities_for(clients: Clients, waits: ReadinessActivities | None = None,
+                   prometheus_url: str | None = None) -> list[Callable[..., Any]]:
     b, p, r, h = (BuildActivities(clients), PrepareActivities(clients), ReleaseActivities(clients),
                   HealthActivities(clients))
     w = waits or ReadinessActivities(clients)
     v = VersioningActivities(clients)
+    a = AnalysisActivities(prometheus_url)
     # wait_ready stays on the main queue too: runs started before the waits queue existed schedule it there.
     return [p.prepare_release, b.build_image, b.push_image, r.snapshot_release, r.apply_release,
             r.rollback_release, r.finalize_revision, r.prune_release, w.wait_ready, h.run_health_checks,
-            v.describe_worker_deployment, v.wait_version_pollers, v.set_current_version, v.wait_version_drained,
-            v.retire_worker_build]
+            a.measure_metric, v.describe_worker_deployment, v.wait_version_pollers, v.set_current_version,
+            v.wait_version_drained, v.retire_worker_build]
 
 
 def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
@@ -105,7 +108,8 @@ def build_worker(client: Client, settings: Settings, clients: Clients, executor:
                  waits: ReadinessActivities | None = None) -> Worker:
     return Worker(
         client, task_queue=settings.task_queue, workflows=workflows_for(settings),
-        activities=activities_for(clients, waits), deployment_config=deployment_config(settings),
+        activities=activities_for(clients, waits, settings.prometheus_url),
+        deployment_config=deployment_config(settings),
         activity_executor=executor, max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout_seconds),
         # A spec that fails validation at decode time fails the workflow instead of retrying its task forever.

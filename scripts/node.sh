@@ -241,12 +241,20 @@ up() {
 # - Temporal (7233) and the registry (5000) at NODE_IP; images keep their 127.0.0.1:5000 names (the node's
 #   containerd pulls them from loopback) and in-pod clients map that name to NODE_IP:5000
 #   (ROLLWRIGHT_REGISTRY_MIRRORS, README "Rollwright deploys itself").
+# stop_forwarder NAME: the listener and the children serving its open connections (one process group, since
+# start_bg runs it under setsid); a child whose pod vanished would otherwise linger until TCP gives up.
+stop_forwarder() {
+  local pidf="$STATE/run/node-fwd-$1.pid"
+  [[ -f $pidf ]] && kill -TERM -- "-$(cat "$pidf")" 2>/dev/null
+  stop_bg "node-fwd-$1"
+}
+
 # forward NAME PORT: (re)starts the forwarder of PORT unless one for that port already runs.
 forward() {
   local n=node-fwd-$1 port=$2
   if alive "$n" && tr '\0' ' ' < "/proc/$(cat "$STATE/run/$n.pid")/cmdline" | grep -q "TCP:127.0.0.1:$port "; then
     return 0; fi
-  stop_bg "$n"
+  stop_forwarder "$1"
   start_bg "$n" socat "TCP-LISTEN:$port,bind=$NODE_IP,fork,reuseaddr,backlog=128" "TCP:127.0.0.1:$port"
   wait_for "$n" 10 bash -c "ss -Hltn 'sport = :$port' | grep -q '$NODE_IP:$port'"
 }
@@ -272,7 +280,7 @@ pids_with() {
 down() {
   # Best effort, every step: one thing already gone must not stop the cleanup of the rest (checked at the end).
   set +e +o pipefail
-  local f; for f in apiserver temporal registry; do stop_bg node-fwd-$f; done
+  local f; for f in apiserver temporal registry; do stop_forwarder $f; done
   stop_bg node-coredns
   # kubelet sometimes ignores the first SIGTERM: stop_bg ends with SIGKILL after 10 s.
   stop_bg node-kubelet
