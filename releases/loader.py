@@ -25,6 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from contract.kinds import KINDS, WORKLOAD_KINDS, KindInfo
+from releases import strategy
 from contract.spec import ReleaseSpec
 from releases import yamlsafe
 
@@ -165,6 +166,7 @@ def load_manifests(spec: ReleaseSpec) -> list[Manifest]:
         raise ReleaseError(", ".join(spec.manifests), "the release is empty: no Kubernetes objects found",
                            field="manifests")
     _check_duplicates(out)
+    strategy.check(spec, out)
     return out
 
 
