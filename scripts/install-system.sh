@@ -4,7 +4,8 @@
 set -euo pipefail
 PKGS=(docker.io docker-registry busybox-static debootstrap chromium chromium-driver
       openssl curl ca-certificates jq psmisc procps
-      containerd containernetworking-plugins conntrack iptables)   # the real node (scripts/node.sh)
+      containerd containernetworking-plugins conntrack iptables   # the real node (scripts/node.sh)
+      prometheus)   # metric analysis (scripts/prometheus.sh, issue 11)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

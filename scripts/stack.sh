@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole local stack in one command: Docker engine + registry, base images, Temporal dev server (UI included)
 # and the Kubernetes cluster (etcd, kube-apiserver, controller-manager, scheduler, kwok, and the real node real-0:
-# containerd, kubelet, kube-proxy, CoreDNS — scripts/node.sh).
+# containerd, kubelet, kube-proxy, CoreDNS — scripts/node.sh) and Prometheus scraping the real node's pods
+# (scripts/prometheus.sh).
 #   scripts/stack.sh up | down | status | env
 # `up` is idempotent: running parts are reused. `env` prints the variables tests and the CLI read.
 # Called by scripts/demo.sh, scripts/test.sh and .ci/run.
@@ -16,10 +17,11 @@ case "${1:-up}" in
     bash "$S/base-images.sh"
     bash "$S/temporal.sh" up
     bash "$S/cluster.sh" up
-    log "stack: up in $(( $(date +%s) - t0 ))s — Temporal UI http://127.0.0.1:${TEMPORAL_UI_PORT:-8233}, kubeconfig $STATE/kubeconfig"
+    bash "$S/prometheus.sh" up
+    log "stack: up in $(( $(date +%s) - t0 ))s — Temporal UI http://127.0.0.1:${TEMPORAL_UI_PORT:-8233}, kubeconfig $STATE/kubeconfig, Prometheus $(bash "$S/prometheus.sh" url)"
     ;;
   down)
-    bash "$S/cluster.sh" down; bash "$S/temporal.sh" down; bash "$S/docker.sh" down ;;
+    bash "$S/prometheus.sh" down; bash "$S/cluster.sh" down; bash "$S/temporal.sh" down; bash "$S/docker.sh" down ;;
   status)
     for p in "$STATE"/run/*.pid; do [[ -f $p ]] || continue; n=$(basename "$p" .pid)
       kill -0 "$(cat "$p")" 2>/dev/null && echo "$n: running (pid $(cat "$p"))" || echo "$n: dead"; done
@@ -27,13 +29,14 @@ case "${1:-up}" in
     # node's pods, measured by their cgroup (v1 memory controller, or v2).
     pods=0; for f in /sys/fs/cgroup/memory/kubepods/memory.usage_in_bytes /sys/fs/cgroup/kubepods/memory.current; do
       [[ -f $f ]] && { pods=$(( $(cat "$f") / 1024 )); break; }; done
-    ps -eo rss,comm | awk -v pods="$pods" '/etcd|kube|kwok|temporal|dockerd|containerd|registry|coredns/ {s+=$1; print}
+    ps -eo rss,comm | awk -v pods="$pods" '/etcd|kube|kwok|temporal|dockerd|containerd|registry|coredns|prometheus/ {s+=$1; print}
       END {printf "processes: %d MiB; real node pods (cgroup kubepods): %d MiB\ntotal RSS: %d MiB\n", s/1024, pods/1024, (s+pods)/1024}'
     ;;
   env)
     echo "export KUBECONFIG=$STATE/kubeconfig ROLLWRIGHT_KUBECONFIG=$STATE/kubeconfig"
     echo "export ROLLWRIGHT_TEMPORAL_ADDRESS=127.0.0.1:${TEMPORAL_PORT:-7233} TEMPORAL_ADDRESS=127.0.0.1:${TEMPORAL_PORT:-7233}"
     echo "export ROLLWRIGHT_REGISTRY=${ROLLWRIGHT_REGISTRY:-127.0.0.1:5000}"
+    echo "export ROLLWRIGHT_PROMETHEUS_URL=$(bash "$S/prometheus.sh" url)"
     ;;
   *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
 esac
