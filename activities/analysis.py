@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from contract.analysis import Measurement, MeasureInput
+from contract.analysis import MeasureInput, Measurement
 
 
 class AnalysisActivities:

@@ -140,8 +140,7 @@ class TrafficActivities:
             out.message = f"weight {inp.weight}%: {out.canary_replicas} canary, {out.stable_replicas} stable pods"
         elif a == TrafficAction.CANARY_ABORT:
             if w.kind == "Deployment":
-                c = kube.get(canary)
-                if c is not None:
+                if kube.get(canary) is not None:
                     # Fast path first: 0 canary pods now (their endpoints go at once), then the stable's count.
                     kube.apply(_track(new, "canary", "canary", 0), manager=FIELD_MANAGER)
                 if live is not None:
@@ -160,6 +159,10 @@ class TrafficActivities:
                 out.wait_for = [w]
                 out.message = "partition 0: every pod runs the new template"
             out.canary_replicas = total
+        elif a == TrafficAction.PARTITION_RESET:
+            if live is not None and w.kind == "StatefulSet":
+                _steer(kube, w, {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}})
+            out.partition, out.message = 0, "partition 0"
         elif a == TrafficAction.PREVIEW:
             kube.apply(_track(new, "preview", "preview", total), manager=FIELD_MANAGER)
             self._select(kube, inp, "preview_service", True)

@@ -23,6 +23,7 @@ class TrafficAction(str, Enum):
     SWITCH_ACTIVE = "switch-active"  # activeService selects the preview pods
     SWITCH_BACK = "switch-back"  # activeService selects the stable pods again
     BG_CLEANUP = "bg-cleanup"  # Services back to the release's selectors, preview deleted
+    PARTITION_RESET = "partition-reset"  # StatefulSet after a rollback: partition 0 again
     INFO = "info"  # pod-template hashes and labels of both tracks, for analysis queries
 
 

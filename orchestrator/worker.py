@@ -35,6 +35,7 @@ from activities.health import HealthActivities
 from activities.prepare import PrepareActivities
 from activities.readiness import ReadinessActivities
 from activities.release import ReleaseActivities
+from activities.traffic import TrafficActivities
 from orchestrator import __version__
 from orchestrator.config import Settings
 from orchestrator.connect import connect, explain_connect_error
@@ -49,8 +50,10 @@ def activities_for(clients: Clients, waits: ReadinessActivities | None = None) -
                   HealthActivities(clients))
     w = waits or ReadinessActivities(clients)
     # wait_ready stays on the main queue too: runs started before the waits queue existed schedule it there.
+    t = TrafficActivities(clients)
     return [p.prepare_release, b.build_image, b.push_image, r.snapshot_release, r.apply_release,
-            r.rollback_release, r.finalize_revision, r.prune_release, w.wait_ready, h.run_health_checks]
+            r.rollback_release, r.finalize_revision, r.prune_release, w.wait_ready, h.run_health_checks,
+            t.set_traffic]
 
 
 def waits_queue(task_queue: str) -> str:

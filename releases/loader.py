@@ -25,9 +25,8 @@ import yaml
 from pydantic import ValidationError
 
 from contract.kinds import KINDS, WORKLOAD_KINDS, KindInfo
-from releases import strategy
 from contract.spec import ReleaseSpec
-from releases import yamlsafe
+from releases import strategy, yamlsafe
 
 _DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
