@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # cache: a wait costs a coroutine, not a thread, so this bound is about memory, not threads.
     max_concurrent_waits: int = Field(2000, ge=1, le=100000)
     kubeconfig: Path | None = Field(None, description="kubeconfig for activities; in-cluster config when unset")
+    prometheus_url: str | None = Field(None, pattern=r"^https?://",
+                                       description="Prometheus of analysis metrics without provider.prometheus.address")
     # Payload encryption (orchestrator.codec). Keys are secrets: never logged, never in the repo.
     codec_keys: str | None = Field(None, repr=False, description="id=base64key[,id=base64key...]")
     codec_keys_file: Path | None = Field(None, description="file of id=base64key lines, or a mounted Secret dir")

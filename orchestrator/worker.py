@@ -29,6 +29,7 @@ from temporalio.runtime import (
 )
 from temporalio.worker import Worker
 
+from activities.analysis import AnalysisActivities
 from activities.build import BuildActivities
 from activities.clients import Clients
 from activities.health import HealthActivities
@@ -45,15 +46,17 @@ from workflows.rollout import RolloutWorkflow
 log = logging.getLogger(__name__)
 
 
-def activities_for(clients: Clients, waits: ReadinessActivities | None = None) -> list[Callable[..., Any]]:
+def activities_for(clients: Clients, waits: ReadinessActivities | None = None,
+                   prometheus_url: str | None = None) -> list[Callable[..., Any]]:
     b, p, r, h = (BuildActivities(clients), PrepareActivities(clients), ReleaseActivities(clients),
                   HealthActivities(clients))
     w = waits or ReadinessActivities(clients)
+    a = AnalysisActivities(prometheus_url)
     # wait_ready stays on the main queue too: runs started before the waits queue existed schedule it there.
     t = TrafficActivities(clients)
     return [p.prepare_release, b.build_image, b.push_image, r.snapshot_release, r.apply_release,
             r.rollback_release, r.finalize_revision, r.prune_release, w.wait_ready, h.run_health_checks,
-            t.set_traffic]
+            a.measure_metric, t.set_traffic]
 
 
 def waits_queue(task_queue: str) -> str:
@@ -76,7 +79,8 @@ def build_wait_worker(client: Client, settings: Settings, waits: ReadinessActivi
 def build_worker(client: Client, settings: Settings, clients: Clients, executor: ThreadPoolExecutor,
                  waits: ReadinessActivities | None = None) -> Worker:
     return Worker(
-        client, task_queue=settings.task_queue, workflows=[RolloutWorkflow], activities=activities_for(clients, waits),
+        client, task_queue=settings.task_queue, workflows=[RolloutWorkflow],
+        activities=activities_for(clients, waits, settings.prometheus_url),
         activity_executor=executor, max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout_seconds),
         # A spec that fails validation at decode time fails the workflow instead of retrying its task forever.

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from contract.kinds import KINDS, WORKLOAD_KINDS, KindInfo
 from contract.spec import ReleaseSpec
-from releases import strategy, yamlsafe
+from releases import analysis_checks, strategy, yamlsafe
 
 _DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -95,12 +95,18 @@ def load_spec(path: str | os.PathLike[str], **overrides: Any) -> ReleaseSpec:
 def parse_spec(data: Any, *, source: str = "release spec") -> ReleaseSpec:
     """Validates a spec given as data (e.g. the JSON from ``temporal workflow start --input``)."""
     try:
-        return ReleaseSpec.model_validate(data)
+        spec = ReleaseSpec.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or None
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
         raise ReleaseError(source, f"{err['msg']}{more}", field=loc) from None
+    # Analysis templates: conditions are parsed (never eval'd), query args and references resolved, now.
+    bad = analysis_checks.problems(spec)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ReleaseError(source, f"{bad[0][1]}{more}", field=bad[0][0])
+    return spec
 
 
 # ---- manifests ------------------------------------------------------------------------------------------------
