@@ -287,7 +287,8 @@ class Progressive:
         self.wf._set(Step.ANALYSIS, Phase.PROGRESSING, f"analysis {names} ({where})")
         args = await self._args(ref)
         templates = resolve_templates(ref, self.spec.analysis_templates)
-        result = await self._race(run_analysis(templates, args, on_measurement=self._on_measurement))
+        result = await self._race(run_analysis(templates, args, on_measurement=self._on_measurement,
+                                               ref_args=ref.args))
         self.st.analysis_phase = result.phase.value
         self.wf._touch()
         if result.phase in (AnalysisPhase.FAILED, AnalysisPhase.ERROR):
@@ -302,8 +303,7 @@ class Progressive:
         info = await self.traffic(TrafficAction.INFO, summary="pod-template hashes of canary and stable")
         return AnalysisArgs(namespace=self.spec.namespace, app=self.spec.app, canary_hash=info.canary_hash,
                             stable_hash=info.stable_hash, canary_labels=info.canary_labels,
-                            stable_labels=info.stable_labels,
-                            extra={a.name: a.value for a in ref.args if a.value is not None})
+                            stable_labels=info.stable_labels)
 
     async def _start_background(self, ref: AnalysisRef) -> None:
         args = await self._args(ref)
@@ -312,7 +312,7 @@ class Progressive:
         self.st.background_analysis = "Running"
 
         async def watch() -> AnalysisResult:
-            result = await run_analysis(templates, args, on_measurement=self._on_measurement)
+            result = await run_analysis(templates, args, on_measurement=self._on_measurement, ref_args=ref.args)
             if not result.cancelled:
                 self.st.background_analysis = result.phase.value
                 if result.phase in (AnalysisPhase.FAILED, AnalysisPhase.ERROR):
