@@ -201,3 +201,28 @@ class StrategyStatus(_Msg):
     measurements: list[Measurement] = Field(default_factory=list)
     promotions: list[PromotionRecord] = Field(default_factory=list)
     switch_back_seconds: float | None = None  # blue-green: time to switch activeService back on failure
+
+    def lines(self, measurements: int = 5) -> list[str]:
+        """Plain-text lines for the CLI and the Web UI's current details: step k/n, weight, why paused, the last
+        measurements (value, phase, time) and the promotions."""
+        if self.strategy == StrategyKind.BLUE_GREEN:
+            head = (f"blue-green step {self.step}/{self.steps} {self.step_name}: activeService → {self.active or '?'}"
+                    f", preview {self.canary_replicas} pods")
+        else:
+            head = (f"canary step {self.step}/{self.steps} {self.step_name}: weight {self.weight}% "
+                    f"({self.canary_replicas} canary / {self.stable_replicas} stable pods)")
+        out = [head]
+        if self.paused_reason:
+            out.append(f"paused: {self.paused_reason}")
+        if self.analysis_phase or self.background_analysis:
+            out.append("analysis: " + ", ".join(x for x in (
+                f"last {self.analysis_phase}" if self.analysis_phase else "",
+                f"background {self.background_analysis}" if self.background_analysis else "") if x))
+        for m in self.measurements[-measurements:]:
+            out.append(f"measurement {m.template}/{m.metric} {m.finished_at:%H:%M:%S}: {m.value} → {m.phase.value}"
+                       + (f" ({m.message})" if m.message else ""))
+        for p in self.promotions:
+            out.append(f"promoted by {p.approver} at {p.at:%H:%M:%S} ({p.reason}{', full' if p.full else ''})")
+        if self.switch_back_seconds is not None:
+            out.append(f"activeService switched back in {self.switch_back_seconds:.1f}s")
+        return out
