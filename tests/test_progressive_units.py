@@ -257,7 +257,7 @@ async def test_statefulset_canary_abort_resets_the_partition_after_the_rollback(
     assert res.outcome == Outcome.ABORTED
     assert f.calls == ["prepare_release", "snapshot_release", "set_traffic:prepare", "apply_release",
                        "set_traffic:canary-weight:50", "wait_ready", "set_traffic:canary-abort", "rollback_release",
-                       "wait_ready", "finalize_revision:rolled-back", "set_traffic:partition-reset"]
+                       "wait_ready", "finalize_revision:rolled-back", "set_traffic:partition-reset", "wait_ready"]
 
 
 async def _run(env: WorkflowEnvironment, f: ProgFakes, s: ReleaseSpec) -> Any:

@@ -129,6 +129,9 @@ class Progressive:
         had the new one); afterwards every pod may follow the template again."""
         if self.live and self.spec.strategy.canary is not None and self.target.kind == "StatefulSet":
             await self.traffic(TrafficAction.PARTITION_RESET, abortable=False, summary="partition back to 0")
+            # With the partition still set, the rollback's wait judged only the ordinals below it; now all pods.
+            await self.wf._wait_ready(self.spec, [self.target], self.spec.health.progress_deadline_seconds,
+                                      step=Step.ROLLBACK, abortable=False)
 
     # ---- canary -----------------------------------------------------------------------------------------------
 
