@@ -8,9 +8,11 @@ Without a mesh the weight is a share of pods, as in Argo's basic canary:
   it is deleted and the normal rollback runs;
 - a StatefulSet steps ``updateStrategy.rollingUpdate.partition`` (pods with an ordinal >= partition run the new
   template);
-- blue-green runs ``web-preview`` (``rollwright.io/track: preview``) next to the stable pods; ``previewService`` and
-  ``activeService`` get ``rollwright.io/track: preview`` added to their selector to select it, and lose it to
-  switch back — a selector change, effective as soon as kube-proxy has it, no pod is restarted.
+- blue-green pins ``activeService`` to the stable ReplicaSet (``pod-template-hash`` added to its selector, as
+  Argo does), runs ``web-preview`` (``rollwright.io/track: preview``) next to the stable pods, and adds the track
+  label to ``previewService``'s selector; the switch replaces the hash with the track label in ``activeService``,
+  the switch back puts the hash back — selector changes, effective as soon as kube-proxy has them, no pod is
+  restarted.
 
 Every change is a server-side apply, so a retry converges. Field manager: ``rollwright`` for the whole objects it
 creates (the canary and preview Deployments), ``rollwright-traffic`` for the single fields it steers on the
@@ -164,20 +166,26 @@ class TrafficActivities:
                 _steer(kube, w, {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}})
             out.partition, out.message = 0, "partition 0"
         elif a == TrafficAction.PREVIEW:
+            # activeService selects the release's labels, which the preview pods carry too: pin it to the stable
+            # ReplicaSet's pod-template-hash first (as Argo does), then start the preview.
+            out.stable_hash = _rs_hash(kube, ns, w.name)
+            if not out.stable_hash:
+                raise ApplicationError(f"no current ReplicaSet of {w} yet", type="TrafficNotReady")
+            self._select(kube, inp, "active_service", {"pod-template-hash": out.stable_hash})
             kube.apply(_track(new, "preview", "preview", total), manager=FIELD_MANAGER)
-            self._select(kube, inp, "preview_service", True)
+            self._select(kube, inp, "preview_service", {TRACK_LABEL: "preview"})
             out.wait_for = [preview]
             out.canary_replicas, out.stable_replicas = total, (live or {}).get("spec", {}).get("replicas", 0)
             out.message = f"preview {preview.name} with {total} pods behind previewService"
         elif a == TrafficAction.SWITCH_ACTIVE:
-            self._select(kube, inp, "active_service", True)
+            self._select(kube, inp, "active_service", {TRACK_LABEL: "preview"})
             out.message = "activeService selects the preview pods"
         elif a == TrafficAction.SWITCH_BACK:
-            self._select(kube, inp, "active_service", False)
-            out.message = "activeService selects the stable pods again"
+            self._select(kube, inp, "active_service", {"pod-template-hash": inp.stable_hash})
+            out.message = f"activeService selects the stable pods (pod-template-hash {inp.stable_hash}) again"
         elif a == TrafficAction.BG_CLEANUP:
-            self._select(kube, inp, "active_service", False)
-            self._select(kube, inp, "preview_service", False)
+            self._select(kube, inp, "active_service", {})
+            self._select(kube, inp, "preview_service", {})
             kube.delete(preview)
             out.message = "Services back to the release's selectors; preview deleted"
         elif a == TrafficAction.INFO:
@@ -196,9 +204,10 @@ class TrafficActivities:
         log.info("%s %s: %s", a.value, w, out.message)
         return out
 
-    def _select(self, kube: Kube, inp: TrafficInput, which: str, preview: bool) -> None:
+    def _select(self, kube: Kube, inp: TrafficInput, which: str, keys: dict[str, str]) -> None:
+        """The Service's selector = the release's selector + ``keys``. The extra keys are owned by
+        rollwright-traffic alone: an apply without a key removes it from the selector."""
         bg = inp.spec.strategy.blue_green
         assert bg is not None
         ref = ObjectRef(api_version="v1", kind="Service", name=getattr(bg, which), namespace=inp.spec.namespace)
-        # The key is owned by rollwright-traffic only: applying without it removes it from the selector.
-        _steer(kube, ref, {"selector": {TRACK_LABEL: "preview"}} if preview else {})
+        _steer(kube, ref, {"selector": keys} if keys else {})

@@ -37,6 +37,7 @@ class TrafficInput(_Msg):
     workload: ObjectRef
     action: TrafficAction
     weight: int = Field(0, ge=0, le=100)
+    stable_hash: str = ""  # blue-green SWITCH_BACK: the stable ReplicaSet's pod-template-hash (from PREVIEW)
 
 
 class TrafficResult(_Msg):

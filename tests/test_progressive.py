@@ -28,9 +28,11 @@ from contract.models import Outcome, RolloutResult, RolloutStatus, Step
 from orchestrator.client import RolloutClient
 from orchestrator.loader import load_spec
 from tests.helpers import (
+    BIN,
     ROOT,
     SESSION,
     STATE,
+    TEMPORAL_ADDRESS,
     WorkerProcess,
     cli,
     history_events,
@@ -122,6 +124,17 @@ def pworker(kubeconfig: Path) -> Iterator[WorkerProcess]:
     w.stop()
 
 
+@pytest.fixture
+def app(request: pytest.FixtureRequest, temporal: Client) -> Iterator[str]:
+    """A per-test app name (its workflow ID is the lock); a run a failed test left behind is terminated."""
+    name = "pd-" + request.node.name.split("_")[1][:12].strip("-").lower() + "-" + SESSION[:4]
+    yield name
+    r = subprocess.run([str(BIN / "temporal"), "workflow", "terminate", "-w", workflow_id(name, ENV),
+                        "--reason", "test teardown", "--address", TEMPORAL_ADDRESS], capture_output=True, text=True)
+    if r.returncode == 0:
+        print(f"terminated a leftover run of {workflow_id(name, ENV)}")
+
+
 def release(tmp: Path, app: str, ns: str, registry: str, objects: list[dict[str, Any]], version: str,
             strategy: dict[str, Any] | None = None, templates: list[dict[str, Any]] | None = None) -> Path:
     extra: dict[str, Any] = {}
@@ -201,10 +214,9 @@ async def install_v1(temporal: Client, w: WorkerProcess, tmp: Path, app: str, ns
 
 
 @async_test
-async def test_good_canary_promotes_through_every_step(temporal: Client, pworker: WorkerProcess, demo_image: str,
+async def test_good_canary_promotes_through_every_step(app: str, temporal: Client, pworker: WorkerProcess, demo_image: str,
                                                       registry: str, namespace: str, core: k8s.CoreV1Api,
                                                       apps: k8s.AppsV1Api, tmp_path: Path) -> None:
-    app = "web"
     await install_v1(temporal, pworker, tmp_path, app, namespace, registry,
                      [service(app, app), deployment(app, demo_image, "v1")])
     strategy = {"canary": {"steps": [{"setWeight": 25}, {"analysis": {"templates": [{"templateName": "errors"}]}},
@@ -242,10 +254,9 @@ async def test_good_canary_promotes_through_every_step(temporal: Client, pworker
 
 
 @async_test
-async def test_bad_canary_is_aborted_by_analysis_and_traffic_returns_to_stable(
+async def test_bad_canary_is_aborted_by_analysis_and_traffic_returns_to_stable(app: str,
         temporal: Client, pworker: WorkerProcess, demo_image: str, registry: str, namespace: str,
         core: k8s.CoreV1Api, apps: k8s.AppsV1Api, tmp_path: Path) -> None:
-    app = "web"
     await install_v1(temporal, pworker, tmp_path, app, namespace, registry,
                      [service(app, app), deployment(app, demo_image, "v1")])
     strategy = {"canary": {"steps": [{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "errors"}]}},
@@ -286,10 +297,9 @@ async def test_bad_canary_is_aborted_by_analysis_and_traffic_returns_to_stable(
 
 
 @async_test
-async def test_inconclusive_analysis_waits_and_temporal_cli_promote_continues(
+async def test_inconclusive_analysis_waits_and_temporal_cli_promote_continues(app: str,
         temporal: Client, pworker: WorkerProcess, demo_image: str, registry: str, namespace: str,
         apps: k8s.AppsV1Api, tmp_path: Path, cli_env: dict[str, str]) -> None:
-    app = "web"
     objs = [service(app, app), deployment(app, demo_image, "v1", replicas=2)]
     await install_v1(temporal, pworker, tmp_path, app, namespace, registry, objs)
     strategy = {"canary": {"steps": [{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "maybe"}]}}]}}
@@ -324,10 +334,9 @@ async def test_inconclusive_analysis_waits_and_temporal_cli_promote_continues(
 
 
 @async_test
-async def test_blue_green_preview_then_failed_post_promotion_analysis_switches_back(
+async def test_blue_green_preview_then_failed_post_promotion_analysis_switches_back(app: str,
         temporal: Client, pworker: WorkerProcess, demo_image: str, registry: str, namespace: str,
         core: k8s.CoreV1Api, apps: k8s.AppsV1Api, tmp_path: Path, cli_env: dict[str, str]) -> None:
-    app = "web"
     objs = [service(app, app), service(f"{app}-preview", app), deployment(app, demo_image, "v1", replicas=2)]
     await install_v1(temporal, pworker, tmp_path, app, namespace, registry, objs)
     strategy = {"blueGreen": {"activeService": app, "previewService": f"{app}-preview",
@@ -370,10 +379,9 @@ async def test_blue_green_preview_then_failed_post_promotion_analysis_switches_b
 
 
 @async_test
-async def test_statefulset_canary_by_partition_and_abort(temporal: Client, pworker: WorkerProcess, demo_image: str,
+async def test_statefulset_canary_by_partition_and_abort(app: str, temporal: Client, pworker: WorkerProcess, demo_image: str,
                                                         registry: str, namespace: str, core: k8s.CoreV1Api,
                                                         apps: k8s.AppsV1Api, tmp_path: Path) -> None:
-    app = "db"
     await install_v1(temporal, pworker, tmp_path, app, namespace, registry,
                      [service(app, app), statefulset(app, demo_image, "v1")])
     strategy = {"canary": {"steps": [{"setWeight": 33}, {"pause": {}}]}}
@@ -388,7 +396,7 @@ async def test_statefulset_canary_by_partition_and_abort(temporal: Client, pwork
         return {p.metadata.name: env_of(p)["VERSION"] for p in core.list_namespaced_pod(
             namespace, label_selector=f"app={app}").items if not p.metadata.deletion_timestamp}
 
-    assert versions() == {"db-0": "v1", "db-1": "v1", "db-2": "v2"}
+    assert versions() == {f"{app}-0": "v1", f"{app}-1": "v1", f"{app}-2": "v2"}
     sts = apps.read_namespaced_stateful_set(app, namespace)
     assert sts.spec.update_strategy.rolling_update.partition == 2
     t0 = time.monotonic()
@@ -397,7 +405,7 @@ async def test_statefulset_canary_by_partition_and_abort(temporal: Client, pwork
     print(f"StatefulSet canary abort → previous template on every pod in {time.monotonic() - t0:.1f}s")
     assert res.outcome == Outcome.ABORTED and "canary looks wrong" in (res.cause or "")
     # The rollout ends only once every pod runs the previous template again (no wait here).
-    assert versions() == {"db-0": "v1", "db-1": "v1", "db-2": "v1"}
+    assert versions() == {f"{app}-0": "v1", f"{app}-1": "v1", f"{app}-2": "v1"}
     sts = apps.read_namespaced_stateful_set(app, namespace)
     assert not sts.spec.update_strategy.rolling_update.partition
     assert env_of(sts.spec.template)["VERSION"] == "v1"
@@ -407,10 +415,9 @@ async def test_statefulset_canary_by_partition_and_abort(temporal: Client, pwork
 
 
 @async_test
-async def test_worker_sigkill_mid_analysis_then_abort(temporal: Client, pworker: WorkerProcess, demo_image: str,
+async def test_worker_sigkill_mid_analysis_then_abort(app: str, temporal: Client, pworker: WorkerProcess, demo_image: str,
                                                      registry: str, namespace: str, core: k8s.CoreV1Api,
                                                      apps: k8s.AppsV1Api, tmp_path: Path) -> None:
-    app = "web"
     await install_v1(temporal, pworker, tmp_path, app, namespace, registry,
                      [service(app, app), deployment(app, demo_image, "v1", replicas=2)])
     strategy = {"canary": {"steps": [{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "long"}]}},

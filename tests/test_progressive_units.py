@@ -236,8 +236,8 @@ async def test_blue_green_failed_post_promotion_analysis_switches_back(env: Work
     res = await _run(env, f, s)
     assert res.outcome == Outcome.ROLLED_BACK, res.cause
     assert f.calls == HEAD + ["set_traffic:preview", "wait_ready", "set_traffic:switch-active", "set_traffic:info",
-                              "measure_metric", "set_traffic:switch-back", "set_traffic:bg-cleanup",
-                              "rollback_release", "wait_ready", "finalize_revision:rolled-back"]
+                              "measure_metric", "set_traffic:switch-back", "rollback_release", "wait_ready",
+                              "finalize_revision:rolled-back", "set_traffic:bg-cleanup"]
     p = res.progressive
     assert p is not None and p.active == "stable" and p.switch_back_seconds is not None
 

@@ -77,6 +77,7 @@ class Progressive:
         self.switched_at: datetime | None = None  # blue-green: when activeService went to the preview
         self.promoted = False
         self.full = False
+        self.stable_hash = ""  # blue-green: the stable ReplicaSet activeService is pinned to
         self.background: asyncio.Task[AnalysisResult] | None = None
         wf._status.progressive = self.st
 
@@ -113,20 +114,22 @@ class Progressive:
                 await self.traffic(TrafficAction.CANARY_ABORT, abortable=False,
                                    summary=f"abort canary: scale {self.target.name}-canary to 0 ({cause[:80]})")
                 self.st.weight, self.st.canary_replicas = 0, 0
-        else:
-            if self.switched_at is not None:
-                await self.traffic(TrafficAction.SWITCH_BACK, abortable=False,
-                                   summary="switch activeService back to the stable pods")
-                self.st.switch_back_seconds = (workflow.now() - started).total_seconds()
-                self.st.active = "stable"
-            await self.traffic(TrafficAction.BG_CLEANUP, abortable=False,
-                               summary="blue-green cleanup: Services back to the release's selectors, preview deleted")
+        elif self.switched_at is not None:
+            # Only the switch back here (seconds); the preview goes after the rollback (after_rollback).
+            await self.traffic(TrafficAction.SWITCH_BACK, abortable=False,
+                               summary="switch activeService back to the stable pods")
+            self.st.switch_back_seconds = (workflow.now() - started).total_seconds()
+            self.st.active = "stable"
         self._tag("aborted")
         self.wf._touch()
 
     async def after_rollback(self) -> None:
-        """A StatefulSet keeps its partition through the rollback (the previous template goes back to the pods that
-        had the new one); afterwards every pod may follow the template again."""
+        """Blue-green: Services back to the release's selectors, preview deleted. A StatefulSet keeps its
+        partition through the rollback (the previous template goes back to the pods that had the new one);
+        afterwards every pod may follow the template again."""
+        if self.live and self.spec.strategy.blue_green is not None:
+            await self.traffic(TrafficAction.BG_CLEANUP, abortable=False,
+                               summary="blue-green cleanup: Services back to the release's selectors, preview deleted")
         if self.live and self.spec.strategy.canary is not None and self.target.kind == "StatefulSet":
             await self.traffic(TrafficAction.PARTITION_RESET, abortable=False, summary="partition back to 0")
             # With the partition still set, the rollback's wait judged only the ordinals below it; now all pods.
@@ -204,6 +207,7 @@ class Progressive:
                                                                 f"{bg.preview_service}")
         self.st.canary_replicas, self.st.stable_replicas, self.st.active = r.canary_replicas, r.stable_replicas, \
             "stable"
+        self.stable_hash = r.stable_hash
         await self.wf._wait_ready(self.spec, others + r.wait_for, self.spec.health.progress_deadline_seconds,
                                   step=Step.BLUE_GREEN)
         if bg.pre_promotion_analysis is not None:
@@ -400,7 +404,7 @@ class Progressive:
         step = self.wf._status.step if self.wf._status.step in (Step.PROMOTE, Step.ROLLBACK) else self.step_enum
         return await self.wf._step(step, "set_traffic",
                                    TrafficInput(spec=self.spec, revision=self.revision, workload=self.target,
-                                                action=action, weight=weight),
+                                                action=action, weight=weight, stable_hash=self.stable_hash),
                                    TrafficResult, timeout=timedelta(minutes=2), retry=TRAFFIC_RETRY, summary=summary,
                                    abortable=abortable)
 

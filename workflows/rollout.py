@@ -340,7 +340,7 @@ class RolloutWorkflow:
             return ok, cause
         absorbed = self._cancels_absorbed
         ok = await self._uncancellable(self._rollback(spec, revision, cause))
-        if ok and self._progressive is not None:
+        if self._progressive is not None:
             try:
                 await self._uncancellable(self._progressive.after_rollback())
             except _StepFailed as e:
