@@ -13,7 +13,9 @@ import asyncio
 import base64
 import json
 import subprocess
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,6 @@ from tests.helpers import (
     wait_until,
     write_release,
 )
-from tests.loadgen import LoadGen
 
 pytestmark = [pytest.mark.e2e]
 async_test = pytest.mark.asyncio(loop_scope="session")
@@ -96,7 +97,7 @@ def service(name: str, app: str) -> dict[str, Any]:
 
 def deployment(app: str, image: str, version: str, *, replicas: int = 4, fail_rate: float = 0.0) -> dict[str, Any]:
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": app},
-            "spec": {"replicas": replicas, "progressDeadlineSeconds": 60, "selector": {"matchLabels": {"app": app}},
+            "spec": {"replicas": replicas, "progressDeadlineSeconds": 180, "selector": {"matchLabels": {"app": app}},
                      "strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                      "template": pod_template(app, image, version, fail_rate)}}
 
@@ -105,6 +106,37 @@ def statefulset(app: str, image: str, version: str, *, replicas: int = 3) -> dic
     return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": app},
             "spec": {"replicas": replicas, "serviceName": app, "podManagementPolicy": "Parallel",
                      "selector": {"matchLabels": {"app": app}}, "template": pod_template(app, image, version, 0.0)}}
+
+
+class LoadGen:
+    """Requests through a Service from a few threads, a NEW connection each (kube-proxy balances per connection, so
+    kept-alive connections opened before the canary existed would never reach it). ``codes`` counts answers."""
+
+    def __init__(self, url: str, *, rps: float = 20, threads: int = 4) -> None:
+        self.url, self.period, self.n = url, threads / rps, threads
+        self.codes: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t = time.monotonic()
+            try:
+                code = httpx.get(self.url, timeout=2, headers={"Connection": "close"}).status_code
+            except httpx.HTTPError:
+                code = 0
+            self.codes[code] += 1
+            self._stop.wait(max(0.0, self.period - (time.monotonic() - t)))
+
+    async def __aenter__(self) -> LoadGen:
+        for t in self._threads:
+            t.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            await asyncio.to_thread(t.join, 5)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +175,7 @@ def release(tmp: Path, app: str, ns: str, registry: str, objects: list[dict[str,
     if templates:
         extra["analysisTemplates"] = templates
     return write_release(tmp, app=app, namespace=ns, objects=objects, registry=registry, version=version,
-                         image=False, extra=extra, env=ENV, health={"progress_deadline_seconds": 90})
+                         image=False, extra=extra, env=ENV, health={"progress_deadline_seconds": 240})
 
 
 async def start(temporal: Client, w: WorkerProcess, path: Path) -> Any:
