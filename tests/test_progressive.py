@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,20 @@ def measurement_results(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _event_time(e: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(e["eventTime"].replace("Z", "+00:00"))
+
+
+def _traffic_done(events: list[dict[str, Any]], action: str) -> datetime:
+    """When the set_traffic activity with ``action`` completed (history event time)."""
+    sched = {str(e["eventId"]) for e in events if "activityTaskScheduledEventAttributes" in e
+             and e["activityTaskScheduledEventAttributes"]["activityType"]["name"] == "set_traffic"
+             and action.encode() in base64.b64decode(
+                 e["activityTaskScheduledEventAttributes"]["input"]["payloads"][0]["data"])}
+    return next(_event_time(e) for e in events if "activityTaskCompletedEventAttributes" in e
+                and str(e["activityTaskCompletedEventAttributes"]["scheduledEventId"]) in sched)
+
+
 def deployments(apps: k8s.AppsV1Api, ns: str) -> dict[str, k8s.V1Deployment]:
     return {d.metadata.name: d for d in apps.list_namespaced_deployment(ns).items}
 
@@ -305,13 +320,17 @@ async def test_bad_canary_is_aborted_by_analysis_and_traffic_returns_to_stable(a
     assert res.failed_step == Step.ANALYSIS and "errors" in (res.cause or ""), res.cause
     p = res.progressive
     assert p is not None and p.measurements and p.measurements[-1].phase.value == "Failed"
-    first = p.measurements[0]
     failed = next(m for m in p.measurements if m.phase.value == "Failed")
+    events = history_events(handle.id, handle.result_run_id)
+    started = _traffic_done(events, '"info"')  # the analysis starts right after reading the pod-template hashes
+    at_zero = _traffic_done(events, '"canary-abort"')
     bound = 4 + 2 * (0 + 1)  # initialDelay + interval x (failureLimit + 1)
-    print(f"5xx answers while the canary served: {during}; first measurement {first.started_at:%H:%M:%S}, "
-          f"failed at {failed.finished_at:%H:%M:%S} ({len(p.measurements)} measurements); "
-          f"bound initialDelay + interval x (failureLimit+1) = {bound}s; canary ready → rolled back: "
-          f"{(res.finished_at - first.started_at).total_seconds() + 4:.1f}s")
+    print(f"5xx answers while the canary served: {during}; analysis started {started:%H:%M:%S.%f}, verdict Failed at "
+          f"{failed.finished_at:%H:%M:%S.%f} ({(failed.finished_at - started).total_seconds():.1f}s; Argo's bound "
+          f"initialDelay + interval x (failureLimit+1) = {bound}s), canary at 0 pods "
+          f"{(at_zero - failed.finished_at).total_seconds():.1f}s later; bad canary → traffic on stable: "
+          f"{(at_zero - started).total_seconds():.1f}s; rollback done {(res.finished_at - at_zero).total_seconds():.1f}s "
+          f"after that")
     assert during > 0, "the canary never served a 5xx: the test would prove nothing"
     # The canary is gone, its pods too; the stable serves every request.
     assert f"{app}-canary" not in deployments(apps, namespace)
