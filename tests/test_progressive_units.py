@@ -133,6 +133,7 @@ async def test_canary_steps_in_order_and_promote(env: WorkflowEnvironment) -> No
         f.release("snapshot_release")
         answer = await _promote_when_paused_at(r, 4, Promotion(approver="alice", comment="looks good"))
         res = await r.result()
+        await r.record("canary-promote-v3")  # tests/test_replay.py replays it
     assert answer == "promoted by alice at step 4"
     assert res.outcome == Outcome.SUCCEEDED, res.cause
     assert f.calls == HEAD + ["set_traffic:canary-weight:20", "wait_ready", "set_traffic:canary-weight:50",
@@ -233,7 +234,9 @@ async def test_blue_green_failed_post_promotion_analysis_switches_back(env: Work
     f = ProgFakes(values=[0.5])
     s = spec({"blueGreen": {"activeService": "web", "previewService": "web-preview",
                             "postPromotionAnalysis": {"templates": [{"templateName": "errors"}]}}})
-    res = await _run(env, f, s)
+    async with Run(env, f, s) as r:
+        res = await r.result()
+        await r.record("bluegreen-switch-back-v3")
     assert res.outcome == Outcome.ROLLED_BACK, res.cause
     assert f.calls == HEAD + ["set_traffic:preview", "wait_ready", "set_traffic:switch-active", "set_traffic:info",
                               "measure_metric", "set_traffic:switch-back", "rollback_release", "wait_ready",
@@ -263,3 +266,60 @@ async def test_statefulset_canary_abort_resets_the_partition_after_the_rollback(
 async def _run(env: WorkflowEnvironment, f: ProgFakes, s: ReleaseSpec) -> Any:
     async with Run(env, f, s) as r:
         return await r.result()
+
+
+async def test_background_analysis_failure_stops_a_pause_and_rolls_back(env: WorkflowEnvironment) -> None:
+    """A background analysis that fails while the canary waits at `pause: {}` ends the pause at once."""
+    f = ProgFakes(values=[0.01, 0.01, 0.5])
+    tpl = {**TEMPLATE, "metrics": [{**TEMPLATE["metrics"][0], "count": None}]}  # type: ignore[dict-item]
+    s = spec({"canary": {"steps": [{"setWeight": 20}, {"pause": {}}],
+                         "analysis": {"templates": [{"templateName": "errors"}], "startingStep": 1}}},
+             analysisTemplates=[tpl])
+    res = await _run(env, f, s)
+    assert res.outcome == Outcome.ROLLED_BACK, res.cause
+    assert res.failed_step == Step.ANALYSIS and (res.cause or "").startswith("background analysis errors Failed")
+    assert f.calls == HEAD + ["set_traffic:canary-weight:20", "wait_ready", "set_traffic:info", "measure_metric",
+                              "measure_metric", "measure_metric", "set_traffic:canary-abort", "rollback_release",
+                              "wait_ready", "finalize_revision:rolled-back"]
+    assert res.progressive is not None and res.progressive.background_analysis == "Failed"
+
+
+async def test_background_analysis_stops_at_the_promotion(env: WorkflowEnvironment) -> None:
+    f = ProgFakes(values=[0.01] * 1000)
+    tpl = {**TEMPLATE, "metrics": [{**TEMPLATE["metrics"][0], "count": None}]}  # type: ignore[dict-item]
+    s = spec({"canary": {"steps": [{"setWeight": 20}, {"pause": {"duration": "35s"}}, {"setWeight": 60}],
+                         "analysis": {"templates": [{"templateName": "errors"}]}}}, analysisTemplates=[tpl])
+    res = await _run(env, f, s)
+    assert res.outcome == Outcome.SUCCEEDED, res.cause
+    n = f.calls.count("measure_metric")
+    assert 3 <= n <= 6, f.calls  # every 10 s during the 35 s pause (+ the setWeight steps), then stopped
+    assert f.calls[-len(PROMOTE) - 2:] == [*PROMOTE, *TAIL]
+    assert res.progressive is not None and res.progressive.background_analysis in ("Successful", "Stopped (promoted)")
+
+
+async def test_operator_pause_during_an_analysis_holds_the_next_step(env: WorkflowEnvironment) -> None:
+    """As in a rolling rollout: `pause` takes effect before the next step; the running analysis finishes."""
+    f = ProgFakes(values=[0.01, 0.01, 0.01], hold={"measure_metric#2"})
+    s = spec({"canary": {"steps": [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "errors"}]}},
+                                   {"setWeight": 50}]}})
+    async with Run(env, f, s) as r:
+        assert r.handle is not None
+        await r.when_started("measure_metric#2")
+        await r.handle.signal("pause")
+        f.release("measure_metric#2")
+        st = await _status_until(r, lambda st: st.phase.value == "Paused")
+        assert st.progressive is not None and st.progressive.step == 3 and "set_traffic:canary-weight:50" not in f.calls
+        await r.handle.signal("resume")
+        res = await r.result()
+    assert res.outcome == Outcome.SUCCEEDED, res.cause
+    assert f.calls.count("measure_metric") == 3 and "set_traffic:canary-weight:50" in f.calls
+
+
+async def _status_until(r: Run, pred: Callable[[RolloutStatus], bool]) -> RolloutStatus:
+    assert r.handle is not None
+    for _ in range(600):
+        st = await r.handle.query("status", result_type=RolloutStatus)
+        if pred(st):
+            return st
+        await r.env.sleep(5)
+    raise AssertionError(f"status never matched; last: {st}")
