@@ -25,7 +25,7 @@ from activities.objects import release_objects
 from activities.source import source_tag
 from contract.kinds import WORKLOAD_KINDS
 from contract.models import PrepareInput, ReleasePlan
-from releases.loader import ReleaseError, count_pinned
+from releases.loader import ReleaseError, check_analysis, count_pinned
 
 
 class PrepareActivities:
@@ -41,6 +41,7 @@ class PrepareActivities:
         pinned = 0
         try:
             local_spec(spec)  # a path-only input is refused here, before anything reads a file
+            check_analysis(spec, source="workflow input")
             if building:
                 assert spec.image is not None
                 _check_engine()

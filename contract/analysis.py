@@ -308,6 +308,13 @@ class AnalysisResult(_Msg):
     cancelled: bool = False
 
 
+def _first_alias(alias: Any) -> str | None:
+    if isinstance(alias, str):
+        return alias
+    choices = getattr(alias, "choices", None)  # AliasChoices: the first spelling is the documented one
+    return choices[0] if choices and isinstance(choices[0], str) else None
+
+
 def iter_models(obj: Any, cls: type[T], path: str = "") -> list[tuple[str, T]]:
     """Every ``cls`` instance inside a (spec) model, with its field path (camelCase, as written in files): lets
     release validation check every template, condition and query wherever the spec keeps them, without knowing
@@ -317,7 +324,7 @@ def iter_models(obj: Any, cls: type[T], path: str = "") -> list[tuple[str, T]]:
     out: list[tuple[str, T]] = []
     if isinstance(obj, BaseModel):
         for name, field in type(obj).model_fields.items():
-            key = field.alias or name
+            key = field.alias or _first_alias(field.validation_alias) or name
             out += iter_models(getattr(obj, name), cls, f"{path}.{key}" if path else key)
     elif isinstance(obj, list | tuple):
         for i, x in enumerate(obj):

@@ -37,7 +37,7 @@ from contract.spec import Abort, Approval, Promotion, ReleaseSpec
 from orchestrator import WORKFLOW_TYPE, legacy_workflow_id, parse_workflow_id, workflow_id
 from orchestrator.config import Settings
 from orchestrator.connect import connect
-from releases.loader import load_manifests
+from releases.loader import check_analysis, load_manifests
 from workflows.rollout import SA_APP, SA_ENV, SA_PHASE, RolloutWorkflow
 
 
@@ -77,6 +77,7 @@ def validate_locally(spec: ReleaseSpec) -> list[str]:
     Returns the release's objects as ``Kind/name`` for the workflow's static details."""
     if spec.from_revision is not None:
         return []
+    check_analysis(spec)
     objects = [f"{m.kind}/{m.name}" for m in load_manifests(spec)]
     if spec.image is not None:
         from releases.bundle import check_context  # local file checks only

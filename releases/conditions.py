@@ -128,6 +128,8 @@ def parse(expr: str) -> ast.expr:
         raise ConditionError("empty condition")
     if len(expr) > MAX_LENGTH:
         raise ConditionError(f"longer than {MAX_LENGTH} characters")
+    if "{{" in expr:
+        raise ConditionError("conditions are not templated: write the value, {{args.x}} is only replaced in queries")
     if "__" in expr:
         raise ConditionError("'__' is not allowed")
     try:
@@ -165,8 +167,10 @@ def _check_node(node: ast.AST) -> None:
             return  # checked at its Call
         raise ConditionError(f"unknown name {node.id!r} (only result, true, false, nil)")
     if isinstance(node, ast.Call):
+        if isinstance(node.func, ast.Attribute):
+            raise ConditionError("attribute access is not allowed (calling a method)")
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            name = node.func.id if isinstance(node.func, ast.Name) else "this"
+            name = node.func.id if isinstance(node.func, ast.Name) else "an expression"
             raise ConditionError(f"calling {name} is not allowed (functions: {', '.join(FUNCTIONS)})")
         _, lo, hi = FUNCTIONS[node.func.id]
         if node.keywords or not lo <= len(node.args) <= hi:

@@ -101,12 +101,18 @@ def parse_spec(data: Any, *, source: str = "release spec") -> ReleaseSpec:
         loc = ".".join(str(x) for x in err["loc"]) or None
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
         raise ReleaseError(source, f"{err['msg']}{more}", field=loc) from None
-    # Analysis templates: conditions are parsed (never eval'd), query args and references resolved, now.
+    check_analysis(spec, source=source)
+    return spec
+
+
+def check_analysis(spec: ReleaseSpec, *, source: str = "release spec") -> None:
+    """Analysis templates: conditions parsed (never eval'd), JSONPaths, query args and template references
+    resolved. Called by ``parse_spec`` (CLI, client) and ``prepare_release`` (a workflow started with plain
+    ``temporal workflow start`` is checked too, before any side effect)."""
     bad = analysis_checks.problems(spec)
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise ReleaseError(source, f"{bad[0][1]}{more}", field=bad[0][0])
-    return spec
 
 
 # ---- manifests ------------------------------------------------------------------------------------------------

@@ -50,8 +50,8 @@ up() {
     if ((changed)); then kill -HUP "$(cat "$pidf")"; log "prometheus: config changed, reloaded"; fi
     log "prometheus: already serving on $URL, reused"; return
   fi
-  if ss -ltn "sport = :$PORT" | grep -q LISTEN; then
-    log "prometheus: port $PORT is taken by another process (set PROMETHEUS_PORT)"; ss -ltnp "sport = :$PORT" >&2; exit 1
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    log "prometheus: 127.0.0.1:$PORT is taken by another process (set PROMETHEUS_PORT)"; exit 1
   fi
   log "prometheus: starting on $URL (scraping annotated pods on real-0 every 2s)"
   start_bg prometheus "$BIN" --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/data" \

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -122,9 +123,9 @@ async def run_analysis(templates: list[AnalysisTemplate], args: AnalysisArgs, *,
             stop.set()
 
     tasks = [asyncio.create_task(one(i, t, m)) for i, (t, m) in enumerate(metrics)]
+    stopper = asyncio.create_task(stop.wait())
     cancelled = False
     try:
-        stopper = asyncio.create_task(stop.wait())
         pending: set[asyncio.Task[object]] = set(tasks)  # type: ignore[arg-type]
         while pending and not stop.is_set():
             done, pending = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -132,13 +133,15 @@ async def run_analysis(templates: list[AnalysisTemplate], args: AnalysisArgs, *,
             for d in done:
                 if d is not stopper and d.exception() is not None:
                     raise d.exception()  # type: ignore[misc]
-        stopper.cancel()
     except asyncio.CancelledError:
         cancelled = True
         if not return_on_cancel:
-            await _cancel_all(tasks)
+            await _cancel_all([*tasks, stopper])
             raise
-    await _cancel_all(tasks)
+    except BaseException:
+        await _cancel_all([*tasks, stopper])  # a bug in one metric's loop: stop the others, then fail the task
+        raise
+    await _cancel_all([*tasks, stopper])
 
     terminating = cancelled or stop.is_set()
     for i, (_, metric) in enumerate(metrics):
@@ -157,7 +160,7 @@ async def run_analysis(templates: list[AnalysisTemplate], args: AnalysisArgs, *,
                           cancelled=cancelled)
 
 
-async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
     for t in tasks:
         if not t.done():
             t.cancel()
