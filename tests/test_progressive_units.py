@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import yaml
 from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -24,6 +26,7 @@ from contract.analysis import AnalysisPhase, MeasureInput, Measurement
 from contract.models import ApplyInput, ObjectRef, Outcome, ReleasePlan, RolloutStatus, Step
 from contract.spec import Abort, Promotion, ReleaseSpec
 from contract.traffic import TrafficAction, TrafficInput, TrafficResult
+from releases.loader import ReleaseError, load_manifests, load_spec
 from tests.test_workflow_branches import TEST_SERVER, Fakes, Run
 
 STS = ObjectRef(api_version="apps/v1", kind="StatefulSet", name="db", namespace="shop")
@@ -117,9 +120,9 @@ async def _promote_when_paused(r: Run, req: Promotion) -> str:
     raise AssertionError("never paused for a promotion")
 
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_canary_steps_in_order_and_promote(env: WorkflowEnvironment) -> None:
     f = ProgFakes(hold={"snapshot_release"})
     s = spec({"canary": {"steps": [{"setWeight": 20}, {"pause": {"duration": "1h"}}, {"setWeight": 50},
@@ -153,6 +156,7 @@ async def _promote_when_paused_at(r: Run, step: int, req: Promotion) -> str:
     raise AssertionError(f"never paused at step {step}")
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_promote_full_skips_the_remaining_steps(env: WorkflowEnvironment) -> None:
     f = ProgFakes()
     s = spec({"canary": {"steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]}})
@@ -164,6 +168,7 @@ async def test_promote_full_skips_the_remaining_steps(env: WorkflowEnvironment) 
     assert res.progressive is not None and res.progressive.promotions[0].full
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_abort_during_pause_scales_canary_to_zero_before_the_rollback(env: WorkflowEnvironment) -> None:
     f = ProgFakes()
     s = spec({"canary": {"steps": [{"setWeight": 30}, {"pause": {}}]}})
@@ -182,6 +187,7 @@ async def test_abort_during_pause_scales_canary_to_zero_before_the_rollback(env:
                               "rollback_release", "wait_ready", "finalize_revision:rolled-back"]
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_first_rollout_of_the_workload_is_rolling(env: WorkflowEnvironment) -> None:
     f = ProgFakes(live=False)
     res = await _run(env, f, spec({"canary": {"steps": [{"setWeight": 30}, {"pause": {}}]}}))
@@ -190,6 +196,7 @@ async def test_first_rollout_of_the_workload_is_rolling(env: WorkflowEnvironment
                        *TAIL]
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_failed_step_analysis_rolls_back_with_canary_at_zero(env: WorkflowEnvironment) -> None:
     f = ProgFakes(values=[0.01, 0.3])
     s = spec({"canary": {"steps": [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "errors"}]}},
@@ -205,6 +212,7 @@ async def test_failed_step_analysis_rolls_back_with_canary_at_zero(env: Workflow
     assert p is not None and [m.value for m in p.measurements] == ["[0.01]", "[0.3]"]
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_inconclusive_analysis_waits_for_promote(env: WorkflowEnvironment) -> None:
     f = ProgFakes(values=[0.1, 0.1, 0.1])
     s = spec({"canary": {"steps": [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "errors"}]}}]}})
@@ -217,6 +225,7 @@ async def test_inconclusive_analysis_waits_for_promote(env: WorkflowEnvironment)
     assert [(x.approver, x.reason) for x in p.promotions] == [("carol", "inconclusive analysis")]
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_blue_green_manual_promotion_then_scale_down(env: WorkflowEnvironment) -> None:
     f = ProgFakes()
     s = spec({"blueGreen": {"activeService": "web", "previewService": "web-preview", "autoPromotionEnabled": False,
@@ -230,6 +239,7 @@ async def test_blue_green_manual_promotion_then_scale_down(env: WorkflowEnvironm
     assert res.progressive is not None and res.progressive.active == "preview"
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_blue_green_failed_post_promotion_analysis_switches_back(env: WorkflowEnvironment) -> None:
     f = ProgFakes(values=[0.5])
     s = spec({"blueGreen": {"activeService": "web", "previewService": "web-preview",
@@ -245,6 +255,7 @@ async def test_blue_green_failed_post_promotion_analysis_switches_back(env: Work
     assert p is not None and p.active == "stable" and p.switch_back_seconds is not None
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_statefulset_canary_abort_resets_the_partition_after_the_rollback(env: WorkflowEnvironment) -> None:
     f = ProgFakes(target=STS)
     s = spec({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}})
@@ -268,6 +279,7 @@ async def _run(env: WorkflowEnvironment, f: ProgFakes, s: ReleaseSpec) -> Any:
         return await r.result()
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_background_analysis_failure_stops_a_pause_and_rolls_back(env: WorkflowEnvironment) -> None:
     """A background analysis that fails while the canary waits at `pause: {}` ends the pause at once."""
     f = ProgFakes(values=[0.01, 0.01, 0.5])
@@ -284,6 +296,7 @@ async def test_background_analysis_failure_stops_a_pause_and_rolls_back(env: Wor
     assert res.progressive is not None and res.progressive.background_analysis == "Failed"
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_background_analysis_stops_at_the_promotion(env: WorkflowEnvironment) -> None:
     f = ProgFakes(values=[0.01] * 1000)
     tpl = {**TEMPLATE, "metrics": [{**TEMPLATE["metrics"][0], "count": None}]}  # type: ignore[dict-item]
@@ -297,6 +310,7 @@ async def test_background_analysis_stops_at_the_promotion(env: WorkflowEnvironme
     assert res.progressive is not None and res.progressive.background_analysis in ("Successful", "Stopped (promoted)")
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_operator_pause_during_an_analysis_holds_the_next_step(env: WorkflowEnvironment) -> None:
     """As in a rolling rollout: `pause` takes effect before the next step; the running analysis finishes."""
     f = ProgFakes(values=[0.01, 0.01, 0.01], hold={"measure_metric#2"})
@@ -323,3 +337,51 @@ async def _status_until(r: Run, pred: Callable[[RolloutStatus], bool]) -> Rollou
             return st
         await r.env.sleep(5)
     raise AssertionError(f"status never matched; last: {st}")
+
+
+# ---- validation (pure: the loader, no Temporal) ------------------------------------------------------------------
+
+
+def _release(tmp: Path, objects: list[dict[str, Any]], strategy: dict[str, Any],
+             templates: list[dict[str, Any]] | None = None) -> Path:
+    (tmp / "m.yaml").write_text(yaml.safe_dump_all(objects))
+    spec = {"app": "shop", "environment": "prod", "namespace": "shop", "manifests": ["m.yaml"], "strategy": strategy,
+            "analysisTemplates": templates or []}
+    (tmp / "release.yaml").write_text(yaml.safe_dump(spec))
+    return tmp / "release.yaml"
+
+
+def _workload(kind: str, name: str = "web", **spec: Any) -> dict[str, Any]:
+    tpl = {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}}
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "template": tpl, **spec}}
+
+
+def _svc(name: str, app: str = "web") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"app": app}, "ports": [{"port": 80}]}}
+
+
+@pytest.mark.parametrize(("objects", "strategy", "templates", "message"), [
+    ([_workload("DaemonSet")], {"canary": {"steps": [{"setWeight": 10}]}}, None,
+     "DaemonSet/web cannot be rolled out with canary; supported kinds: Deployment, StatefulSet"),
+    ([_workload("Deployment"), _workload("Deployment", "api")], {"canary": {"steps": [{"setWeight": 10}]}}, None,
+     "needs exactly one workload (Deployment/StatefulSet); found: Deployment/web, Deployment/api"),
+    ([_workload("StatefulSet", updateStrategy={"rollingUpdate": {"partition": 2}})],
+     {"canary": {"steps": [{"setWeight": 10}]}}, None, "the canary steps set the partition"),
+    ([_workload("Deployment"), _svc("web")], {"blueGreen": {"activeService": "web", "previewService": "web-pre"}},
+     None, "strategy.blueGreen.previewService: Service 'web-pre' is not in the release's manifests"),
+    ([_workload("Deployment"), _svc("web"), _svc("web-pre", app="other")],
+     {"blueGreen": {"activeService": "web", "previewService": "web-pre"}}, None,
+     "the selector must match the pods of Deployment/web (strategy.blueGreen.previewService)"),
+    ([_workload("Deployment")], {"canary": {"steps": [{"analysis": {"templates": [{"templateName": "nope"}]}}]}},
+     None, "strategy.canary.steps[0].analysis.templates[0].templateName: unknown analysis template 'nope'"),
+    ([_workload("Deployment")], {"canary": {"steps": [{"setWeight": 10, "pause": {}}]}}, None,
+     "a step is exactly one of setWeight, pause, analysis"),
+])
+def test_bad_strategies_are_refused_before_any_side_effect(tmp_path: Path, objects: list[dict[str, Any]],
+                                                           strategy: dict[str, Any], templates: Any,
+                                                           message: str) -> None:
+    with pytest.raises(ReleaseError) as e:
+        load_manifests(load_spec(_release(tmp_path, objects, strategy, templates)))
+    assert message in str(e.value), str(e.value)
