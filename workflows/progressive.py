@@ -426,4 +426,4 @@ def target_of(spec: ReleaseSpec, plan: ReleasePlan) -> ObjectRef:
     return cands[0]
 
 
-__all__: list[Any] = ["PATCH_PROGRESSIVE", "AnalysisFailed", "Progressive", "target_of"]
+__all__ = ["PATCH_PROGRESSIVE", "AnalysisFailed", "Progressive", "target_of"]
