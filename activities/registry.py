@@ -10,11 +10,12 @@ answered; a 401/403 with (or without) credentials is a clear, non-retryable ``Re
 from __future__ import annotations
 
 import re
-from typing import Any
 
-import docker.auth
 import httpx
 from temporalio.exceptions import ApplicationError
+
+# One reading of the Docker config for the CLI's bundle push and the worker's image checks.
+from releases.bundle import docker_credentials
 
 ACCEPT = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -22,20 +23,6 @@ ACCEPT = ", ".join([
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.oci.image.index.v1+json",
 ])
-
-
-def docker_credentials(registry: str) -> tuple[str, str] | None:
-    """(username, password) for ``registry`` from the Docker config, or None when it has none."""
-    try:
-        cfg = docker.auth.load_config()
-        auth: dict[str, Any] | None = docker.auth.resolve_authconfig(cfg, registry)
-    except Exception:  # an unreadable config or a failing credential helper: behave as "no credentials"
-        return None
-    if not auth:
-        return None
-    user = auth.get("username") or auth.get("Username")
-    password = auth.get("password") or auth.get("Password") or auth.get("IdentityToken")
-    return (str(user), str(password)) if user and password else None
 
 
 def _challenge(header: str) -> tuple[str, dict[str, str]]:

@@ -439,7 +439,8 @@ async def test_finding10_private_registry_uses_docker_config_credentials(
     proc = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "registry.yml")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     queue = f"rw-f10-{uuid.uuid4().hex[:6]}"
-    env = dict(cli_env, ROLLWRIGHT_TASK_QUEUE=queue)
+    # The bundle goes to the open local registry: this test is about the worker's credentials for the image push.
+    env = dict(cli_env, ROLLWRIGHT_TASK_QUEUE=queue, ROLLWRIGHT_BUNDLE_REPOSITORY="127.0.0.1:5000/rollwright-bundles/f10")
     no_creds, with_creds = tmp_path / "docker-none", tmp_path / "docker-auth"
     no_creds.mkdir()
     with_creds.mkdir()
