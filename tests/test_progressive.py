@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -29,6 +31,7 @@ from temporalio.client import Client
 from contract import workflow_id
 from contract.models import Outcome, RolloutResult, RolloutStatus, Step
 from orchestrator.client import RolloutClient
+from orchestrator.config import load_settings
 from orchestrator.loader import load_spec
 from tests.helpers import (
     BIN,
@@ -38,6 +41,7 @@ from tests.helpers import (
     TEMPORAL_ADDRESS,
     WorkerProcess,
     cli,
+    free_port,
     history_events,
     temporal_cli,
     wait_until,
@@ -495,3 +499,85 @@ async def test_worker_sigkill_mid_analysis_then_abort(app: str, temporal: Client
     assert f"{app}-canary" not in deployments(apps, namespace)
     assert all(a.startswith("200 demo v1") for a in answers(svc_url(core, namespace, app)))
     assert workflow_id(app, ENV) == handle.id
+
+
+# ---- 6b. a Temporal restart in the middle of an analysis (a private server: the shared one is never restarted) ----
+
+
+class PrivateTemporal:
+    """`temporal server start-dev` with its own SQLite file and port, killed (SIGKILL) and restarted on the same
+    file by the test. The shared dev server of the stack is not touched."""
+
+    SA = ["RolloutApp=Keyword", "RolloutEnvironment=Keyword", "RolloutPhase=Keyword", "RolloutOutcome=Keyword",
+          "RolloutImage=Keyword", "RolloutRevision=Int", "RolloutInitiator=Keyword", "RolloutStep=Keyword"]
+
+    def __init__(self, db: Path) -> None:
+        self.db, self.port = db, free_port()
+        self.ports = [free_port(), free_port(), free_port()]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        args = [str(BIN / "temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
+                "--ui-port", str(self.ports[0]), "--headless", "--http-port", str(self.ports[1]),
+                "--metrics-port", str(self.ports[2]), "--db-filename", str(self.db), "--log-level", "error"]
+        for a in self.SA:
+            args += ["--search-attribute", a]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        wait_until(lambda: "RolloutStep" in subprocess.run(
+            [str(BIN / "temporal"), "operator", "search-attribute", "list", "--address", self.address],
+            capture_output=True, text=True, timeout=10).stdout, 120, interval=1, what=f"dev server {self.address}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+
+@async_test
+async def test_temporal_restart_mid_analysis_then_abort(app: str, kubeconfig: Path, demo_image: str, registry: str,
+                                                       namespace: str, core: k8s.CoreV1Api, apps: k8s.AppsV1Api,
+                                                       tmp_path: Path) -> None:
+    server = PrivateTemporal(tmp_path / "temporal.db")
+    server.start()
+    w = WorkerProcess(f"rw-prog-restart-{SESSION}", kubeconfig, name="progressive-restart",
+                      extra_env={"ROLLWRIGHT_TEMPORAL_ADDRESS": server.address})
+    try:
+        w.start()
+        rc = await RolloutClient.connect(load_settings(temporal_address=server.address, task_queue=w.task_queue))
+        v1 = release(tmp_path / "v1", app, namespace, registry,
+                     [service(app, app), deployment(app, demo_image, "v1", replicas=2)], "v1")
+        assert (await rc.result(await rc.start(load_spec(v1)))).outcome == Outcome.SUCCEEDED
+        long = {"name": "long", "metrics": [{"name": "constant", "interval": "1s", "count": 600,
+                                             "successCondition": "result[0] < 1", "failureCondition": "result[0] >= 1",
+                                             "provider": {"prometheus": {"address": PROM, "query": "vector(0)"}}}]}
+        strategy = {"canary": {"steps": [{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "long"}]}},
+                                         {"setWeight": 100}]}}
+        v2 = release(tmp_path / "v2", app, namespace, registry,
+                     [service(app, app), deployment(app, demo_image, "v2", replicas=2)], "v2", strategy, [long])
+        handle = await rc.start(load_spec(v2))
+        st = await status_when(handle, lambda s: s.progressive is not None and len(s.progressive.measurements) >= 2,
+                               what="analysis measuring")
+        n = len(st.progressive.measurements)  # type: ignore[union-attr]
+        server.kill()
+        t0 = time.monotonic()
+        await asyncio.sleep(3)
+        server.start()
+        print(f"private Temporal restarted in {time.monotonic() - t0:.1f}s (SIGKILL, same SQLite file)")
+        st = await status_when(handle, lambda s: s.progressive is not None and len(s.progressive.measurements) >= n + 3,
+                               what="analysis measuring again after the Temporal restart")
+        print(f"analysis measuring again {time.monotonic() - t0:.1f}s after the kill "
+              f"({len(st.progressive.measurements)} measurements)")  # type: ignore[union-attr]
+        assert deployments(apps, namespace)[f"{app}-canary"].spec.replicas == 1
+        await handle.signal("abort", {"reason": "after the restart"})
+        res = await rc.result(handle)
+        assert res.outcome == Outcome.ABORTED and res.cause == "aborted by operator: after the restart"
+        assert f"{app}-canary" not in deployments(apps, namespace)
+        assert all(a.startswith("200 demo v1") for a in answers(svc_url(core, namespace, app)))
+    finally:
+        w.stop()
+        server.kill()
