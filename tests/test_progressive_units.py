@@ -385,3 +385,32 @@ def test_bad_strategies_are_refused_before_any_side_effect(tmp_path: Path, objec
     with pytest.raises(ReleaseError) as e:
         load_manifests(load_spec(_release(tmp_path, objects, strategy, templates)))
     assert message in str(e.value), str(e.value)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_rollback_redeploy_of_a_canary_release_is_not_stepped(env: WorkflowEnvironment) -> None:
+    f = ProgFakes()
+    res = await _run(env, f, spec({"canary": {"steps": [{"setWeight": 30}, {"pause": {}}]}}, from_revision=1))
+    assert res.outcome == Outcome.SUCCEEDED and res.progressive is None
+    assert f.calls == ["prepare_release", "snapshot_release", "apply_release", "wait_ready", *TAIL]
+
+
+def test_status_lines_say_step_weight_pause_reason_and_measurements() -> None:
+    from datetime import UTC, datetime
+
+    from contract.strategy import PromotionRecord, StrategyKind, StrategyStatus
+
+    at = datetime(2026, 11, 27, 10, 42, 7, tzinfo=UTC)
+    st = StrategyStatus(strategy=StrategyKind.CANARY, step=3, steps=5, step_name="analysis errors", weight=20,
+                        canary_replicas=1, stable_replicas=4, paused_reason="analysis errors inconclusive",
+                        analysis_phase="Inconclusive",
+                        measurements=[Measurement(metric="error-rate", template="errors", value="[0.07]",
+                                                  phase=AnalysisPhase.INCONCLUSIVE, started_at=at, finished_at=at)],
+                        promotions=[PromotionRecord(approver="alice", at=at, step=3, reason="inconclusive analysis")])
+    assert st.lines() == [
+        "canary step 3/5 analysis errors: weight 20% (1 canary / 4 stable pods)",
+        "paused: analysis errors inconclusive",
+        "analysis: last Inconclusive",
+        "measurement errors/error-rate 10:42:07: [0.07] → Inconclusive",
+        "promoted by alice at 10:42:07 (inconclusive analysis)",
+    ]

@@ -207,7 +207,9 @@ class RolloutWorkflow:
             self._status.revision = revision.revision
             self._upsert(revision=revision.revision)
             changed_cluster = True
-            if spec.strategy.kind != StrategyKind.ROLLING and workflow.patched(PATCH_PROGRESSIVE):
+            # A redeploy of a recorded revision (`rollwright rollback`) is never stepped.
+            if spec.strategy.kind != StrategyKind.ROLLING and spec.from_revision is None \
+                    and workflow.patched(PATCH_PROGRESSIVE):
                 # Canary / blue-green: the steps replace "apply + wait ready" (workflows.progressive).
                 self._progressive = Progressive(self, spec, plan, revision, target_of(spec, plan))
                 try:
