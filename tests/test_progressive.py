@@ -371,7 +371,7 @@ async def test_inconclusive_analysis_waits_and_temporal_cli_promote_continues(ap
                                            f"RolloutStep='inconclusive' AND RolloutApp='{app}'", env=cli_env).stdout,
                30, what="RolloutStep='inconclusive' in visibility")
     r = temporal_cli("workflow", "update", "execute", "-w", wid, "--name", "promote", "--input",
-                     '{"approver":"alice","comment":"0.5 is fine for this change"}', env=cli_env)
+                     '{"approver":"alice","comment":"error rate 0.4% is expected"}', env=cli_env)
     assert r.returncode == 0, r.stderr
     assert "promoted by alice" in r.stdout
     res = await result(temporal, pworker, handle)
