@@ -414,3 +414,18 @@ def test_status_lines_say_step_weight_pause_reason_and_measurements() -> None:
         "measurement errors/error-rate 10:42:07: [0.07] → Inconclusive",
         "promoted by alice at 10:42:07 (inconclusive analysis)",
     ]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_workflow_cancel_mid_analysis_scales_the_canary_to_zero_then_rolls_back(env: WorkflowEnvironment) -> None:
+    f = ProgFakes(values=[0.01] * 10, hold={"measure_metric#2"})
+    s = spec({"canary": {"steps": [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "errors"}]}}]}})
+    async with Run(env, f, s) as r:
+        assert r.handle is not None
+        await r.when_started("measure_metric#2")
+        await r.handle.cancel()
+        res = await r.result()
+    assert res.outcome == Outcome.ABORTED and res.cause == "workflow cancelled"  # a Canceled run, as reported
+    assert [c for c in f.calls if not c.startswith("cancelled:")] == HEAD + [
+        "set_traffic:canary-weight:20", "wait_ready", "set_traffic:info", "measure_metric", "measure_metric",
+        "set_traffic:canary-abort", "rollback_release", "wait_ready", "finalize_revision:rolled-back"]
