@@ -27,6 +27,7 @@ import httpx
 import pytest
 from kubernetes import client as k8s
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from contract import workflow_id
 from contract.models import Outcome, RolloutResult, RolloutStatus, Step
@@ -193,12 +194,18 @@ async def result(temporal: Client, w: WorkerProcess, handle: Any) -> RolloutResu
 
 async def status_when(handle: Any, pred: Any, timeout: float = 180, what: str = "status") -> RolloutStatus:
     t0 = time.monotonic()
+    st = None
     while time.monotonic() - t0 < timeout:
-        st = await handle.query("status", result_type=RolloutStatus)
+        try:
+            st = await handle.query("status", result_type=RolloutStatus)
+        except RPCError as e:  # e.g. "buffered query cleared, please retry" while a workflow task is retried
+            print(f"status query: {e} (retrying)")
+            await asyncio.sleep(0.5)
+            continue
         if pred(st):
             return st
         await asyncio.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last status: {st.model_dump_json()[:1500]}")
+    raise AssertionError(f"timed out waiting for {what}; last status: {st.model_dump_json()[:1500] if st else None}")
 
 
 def svc_url(core: k8s.CoreV1Api, ns: str, name: str) -> str:
