@@ -22,6 +22,7 @@ from temporalio.client import Client
 
 from activities.kube import KubeFactory
 from contract.models import ProgressReport
+from releases import mirrors
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,8 @@ class Clients:
             return self._docker
 
     def registry_url(self, registry: str) -> str:
-        host = registry.split(":")[0]
-        plain = host in ("localhost", "127.0.0.1", "::1") or registry in self.insecure_registries
-        return f"{'http' if plain else 'https'}://{registry}"
+        """Where requests for ``registry`` go (its mirror, if mapped); the name stays the image's identity."""
+        return mirrors.registry_url(registry, self.insecure_registries)
 
     def http(self, timeout: float = 10) -> httpx.Client:
         return httpx.Client(timeout=timeout)

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator import DEFAULT_TASK_QUEUE
 from orchestrator.codec import CodecError, KeyRing
+from releases import mirrors
 
 
 class ConfigError(Exception):
@@ -43,6 +44,8 @@ class Settings(BaseSettings):
     # cache: a wait costs a coroutine, not a thread, so this bound is about memory, not threads.
     max_concurrent_waits: int = Field(2000, ge=1, le=100000)
     kubeconfig: Path | None = Field(None, description="kubeconfig for activities; in-cluster config when unset")
+    registry_mirrors: str | None = Field(None, description="registry=endpoint,… where registry requests go "
+                                         "(releases.mirrors); names and digests stay the identity")
     prometheus_url: str | None = Field(None, pattern=r"^https?://",
                                        description="Prometheus of analysis metrics without provider.prometheus.address")
     # Payload encryption (orchestrator.codec). Keys are secrets: never logged, never in the repo.
@@ -64,6 +67,12 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, v: object) -> object:
         # docker compose passes `${VAR:-}` as an empty string; Path("") would silently mean the current directory.
         return None if v == "" else v
+
+    @field_validator("registry_mirrors")
+    @classmethod
+    def _mirrors(cls, v: str | None) -> str | None:
+        mirrors.parse(v)  # ValueError → "ROLLWRIGHT_REGISTRY_MIRRORS: Value error, entry … must be …"
+        return v
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -34,6 +34,7 @@ import httpx
 from docker.utils.build import exclude_paths
 
 from contract.spec import ReleaseSpec
+from releases import mirrors
 from releases.loader import ReleaseError, manifest_files
 
 ARTIFACT_TYPE = "application/vnd.rollwright.release.v1"
@@ -229,11 +230,9 @@ def default_repository(spec: ReleaseSpec) -> str:
 
 
 def registry_url(registry: str) -> str:
-    """Plain HTTP for loopback and ``ROLLWRIGHT_INSECURE_REGISTRIES``; HTTPS otherwise (as the worker's Clients)."""
-    insecure = {r.strip() for r in os.environ.get("ROLLWRIGHT_INSECURE_REGISTRIES", "").split(",") if r.strip()}
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    plain = host in ("localhost", "127.0.0.1", "::1") or registry in insecure
-    return f"{'http' if plain else 'https'}://{registry}"
+    """Plain HTTP for loopback and ``ROLLWRIGHT_INSECURE_REGISTRIES``, HTTPS otherwise; requests go to the
+    registry's mirror when ``ROLLWRIGHT_REGISTRY_MIRRORS`` maps it (``releases.mirrors``)."""
+    return mirrors.registry_url(registry)
 
 
 def docker_credentials(registry: str) -> tuple[str, str] | None:

@@ -16,6 +16,8 @@ NAME="${ROLLWRIGHT_CLUSTER:-rollwright}"
 NODES="${ROLLWRIGHT_NODES:-3}"
 MAX_PODS="${ROLLWRIGHT_KWOK_MAX_PODS:-250}"
 SERVICE_CIDR=10.96.0.0/16
+SERVICE_IP=10.96.0.1               # the `kubernetes` Service's ClusterIP (first address of SERVICE_CIDR)
+NODE_IP=10.244.0.1                 # the real node's IP (scripts/node.sh), where pods reach the host's services
 # Ordinary pods run on the real node; KWOK's nodes only take pods that tolerate this taint (README "Scheduling").
 SIM_TAINT=rollwright.io/simulated=true:NoSchedule
 export KWOK_WORKDIR="$STATE/kwok"
@@ -34,6 +36,9 @@ up() {
     log "cluster: $NAME already running, reused"
     grep -q manage-nodes-with-annotation-selector "$STATE/kwokctl.yaml" 2>/dev/null ||
       log "cluster: WARNING: made by an older scripts/cluster.sh (kwok manages every node): run 'scripts/stack.sh down' then 'up'"
+    openssl x509 -in "$KWOK_WORKDIR/clusters/$NAME/pki/admin.crt" -noout -ext subjectAltName 2>/dev/null |
+      grep -q "IP Address:$SERVICE_IP" ||
+      log "cluster: WARNING: made by an older scripts/cluster.sh (pods cannot reach the apiserver through the kubernetes Service): run 'scripts/cluster.sh down' then 'up'"
     capacity; scheduling; bash "$ROOT/scripts/node.sh" up; nodes; return; fi
   "$KWOKCTL" --name "$NAME" delete cluster >/dev/null 2>&1 || true
   local cfg="$STATE/kwokctl.yaml" stage="$WOUT/stage"
@@ -51,6 +56,11 @@ options:
   etcdBinary: $CACHE/etcd/v$ETCD_VERSION/etcd
   kubeAuthorization: true
   disableQPSLimits: true
+  # Pods reach the apiserver through the \`kubernetes\` Service (in-cluster config: https://10.96.0.1:443, the
+  # first IP of the Service range); kube-proxy sends that to the advertised address below, where scripts/node.sh
+  # forwards the node IP's port to the loopback-bound apiserver. Both IPs must be in the serving certificate so
+  # in-cluster clients verify TLS (the DNS names kubernetes.default.svc… are kwokctl's defaults).
+  kubeApiserverCertSANs: [$SERVICE_IP, $NODE_IP]
 # The real node (scripts/node.sh) joins this cluster:
 # - kwok manages only its own nodes (kwokctl's default, --manage-all-nodes, would take over real-0's Lease and
 #   mark its pods Ready with fake IPs before the kubelet reports);
@@ -68,6 +78,9 @@ componentsPatches:
   - {key: kubelet-client-certificate, value: "$KWOK_WORKDIR/clusters/$NAME/pki/admin.crt"}
   - {key: kubelet-client-key, value: "$KWOK_WORKDIR/clusters/$NAME/pki/admin.key"}
   - {key: service-cluster-ip-range, value: "$SERVICE_CIDR"}
+  # The \`kubernetes\` Endpoints: the real node's IP (default: the host's first interface, unreachable since the
+  # apiserver binds loopback only).
+  - {key: advertise-address, value: "$NODE_IP"}
 # Single instances: without leader election an apiserver restart (tests do one) or a load spike cannot make them
 # exit on a missed lease renewal, which kwokctl would not restart.
 - name: kube-controller-manager

@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(docker.io docker-registry busybox-static debootstrap chromium chromium-driver
       openssl curl ca-certificates jq psmisc procps
-      containerd containernetworking-plugins conntrack iptables   # the real node (scripts/node.sh)
+      containerd containernetworking-plugins conntrack iptables socat   # the real node (scripts/node.sh)
       prometheus)   # metric analysis (scripts/prometheus.sh, issue 11)
 missing=()
 for p in "${PKGS[@]}"; do

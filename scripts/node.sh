@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local cluster's one real node, `real-0`: a CNI bridge, its own containerd (CRI), kubelet, kube-proxy
-# (iptables) and CoreDNS (cluster DNS on the host, bound to the bridge address). It joins the kwokctl cluster
+# (iptables), CoreDNS (cluster DNS on the host, bound to the bridge address) and socat forwarders that make the
+# loopback-bound apiserver, Temporal and registry reachable from pods at the node IP. It joins the kwokctl cluster
 # made by scripts/cluster.sh, so ordinary pods run for real while KWOK's tainted nodes keep the simulations.
 #   up      start every part that is not running (idempotent)
 #   down    stop them and remove what they left: pods, bridge, iptables chains, netns, kubelet dirs
@@ -227,8 +228,44 @@ up() {
   wait_for node-kubelet 90 bash -c "kubectl --kubeconfig '$ADMIN_KC' get node '$NODE' \
     -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
   wait_for node-coredns 30 curl -fsS http://127.0.0.1:10255/ready
+  forwarders
   wait_for node-kube-proxy 30 curl -fsS http://127.0.0.1:10256/healthz
   log "node: $NODE Ready at $NODE_IP in $(( $(date +%s) - t0 ))s (containerd $CTR_SOCK, DNS $NODE_IP:53)"
+}
+
+# Host services for pods: the apiserver, Temporal and the registry listen on loopback only (nothing of the stack
+# is exposed on the machine's own interfaces). Pods reach them at the node IP, as a user's pods reach services
+# of their cluster's network: one socat per port, bound to the bridge address only, forwarding to loopback.
+# - the apiserver through the `kubernetes` Service (cluster.sh advertises NODE_IP:<its port>; TLS end to end,
+#   the serving certificate names 10.96.0.1 and NODE_IP);
+# - Temporal (7233) and the registry (5000) at NODE_IP; images keep their 127.0.0.1:5000 names (the node's
+#   containerd pulls them from loopback) and in-pod clients map that name to NODE_IP:5000
+#   (ROLLWRIGHT_REGISTRY_MIRRORS, README "Rollwright deploys itself").
+# stop_forwarder NAME: the listener and the children serving its open connections (one process group, since
+# start_bg runs it under setsid); a child whose pod vanished would otherwise linger until TCP gives up.
+stop_forwarder() {
+  local pidf="$STATE/run/node-fwd-$1.pid"
+  [[ -f $pidf ]] && kill -TERM -- "-$(cat "$pidf")" 2>/dev/null
+  stop_bg "node-fwd-$1"
+}
+
+# forward NAME PORT: (re)starts the forwarder of PORT unless one for that port already runs.
+forward() {
+  local n=node-fwd-$1 port=$2
+  if alive "$n" && tr '\0' ' ' < "/proc/$(cat "$STATE/run/$n.pid")/cmdline" | grep -q "TCP:127.0.0.1:$port "; then
+    return 0; fi
+  stop_forwarder "$1"
+  start_bg "$n" socat "TCP-LISTEN:$port,bind=$NODE_IP,fork,reuseaddr,backlog=128" "TCP:127.0.0.1:$port"
+  wait_for "$n" 10 bash -c "ss -Hltn 'sport = :$port' | grep -q '$NODE_IP:$port'"
+}
+
+forwarders() {
+  local api_port registry_port
+  api_port=$(kc config view --minify -o jsonpath='{.clusters[0].cluster.server}'); api_port=${api_port##*:}
+  registry_port=${ROLLWRIGHT_REGISTRY:-127.0.0.1:5000}; registry_port=${registry_port##*:}
+  forward apiserver "$api_port"
+  forward temporal "${TEMPORAL_PORT:-7233}"
+  forward registry "$registry_port"
 }
 
 # ctr against our containerd only.
@@ -243,6 +280,7 @@ pids_with() {
 down() {
   # Best effort, every step: one thing already gone must not stop the cleanup of the rest (checked at the end).
   set +e +o pipefail
+  local f; for f in apiserver temporal registry; do stop_forwarder $f; done
   stop_bg node-coredns
   # kubelet sometimes ignores the first SIGTERM: stop_bg ends with SIGKILL after 10 s.
   stop_bg node-kubelet
@@ -302,7 +340,8 @@ down() {
 }
 
 status() {
-  local n; for n in node-containerd node-kubelet node-kube-proxy node-coredns; do
+  local n; for n in node-containerd node-kubelet node-kube-proxy node-coredns \
+                  node-fwd-apiserver node-fwd-temporal node-fwd-registry; do
     alive $n && echo "$n: running (pid $(cat "$STATE/run/$n.pid"))" || echo "$n: stopped"; done
 }
 

@@ -327,7 +327,7 @@ def _leftovers() -> list[str]:
         except OSError:
             continue
         if "/run/rollwright-containerd" in cmd or "/k8sbin/" in cmd and ("kubelet" in cmd or "kube-proxy" in cmd) \
-                or "/coredns/" in cmd and "-conf" in cmd:
+                or "/coredns/" in cmd and "-conf" in cmd or cmd.startswith("socat ") and "bind=10.244.0.1" in cmd:
             found.append(f"process {pid}: {cmd[:120]}")
     if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode == 0:
         found.append(f"bridge {BRIDGE}")

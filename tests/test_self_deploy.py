@@ -32,7 +32,15 @@ from activities.source import source_tag
 from orchestrator.client import RolloutAlreadyRunning, RolloutClient
 from orchestrator.loader import load_spec
 from orchestrator.models import Outcome, RolloutResult, Step
-from tests.helpers import WorkerProcess, configmap, deployment, free_port, wait_until, write_release
+from tests.helpers import (
+    WorkerProcess,
+    configmap,
+    deployment,
+    free_port,
+    simulated,
+    wait_until,
+    write_release,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
@@ -125,12 +133,12 @@ async def test_a_rollwright_rolls_out_its_own_worker(first: RolloutResult, apps:
     assert d.spec.template.spec.containers[0].image == first.image
     assert d.status.observed_generation == d.metadata.generation
     assert d.status.available_replicas == d.spec.replicas == 2
-    kwok = {n.metadata.name for n in core.list_node().items
-            if (n.metadata.annotations or {}).get("kwok.x-k8s.io/node") == "fake"}
+    # Real pods on the real node (the dev overlay is the local stack's in-cluster worker; tests/test_in_cluster.py
+    # runs rollouts on it).
     pods = [p for p in core.list_namespaced_pod("rollwright", label_selector="app.kubernetes.io/name=rollwright-worker")
             .items if p.spec.containers[0].image == first.image and not p.metadata.deletion_timestamp]
-    assert len(pods) == 2 and all(p.spec.node_name in kwok for p in pods), [(p.metadata.name, p.spec.node_name)
-                                                                              for p in pods]
+    assert len(pods) == 2 and all(p.spec.node_name == "real-0" for p in pods), [(p.metadata.name, p.spec.node_name)
+                                                                                  for p in pods]
     # The revision is recorded, deployed, with the digest.
     recs = list_records(kube, "rollwright", "rollwright", "dev")
     rec = next(r for r in recs if int(r["metadata"]["labels"]["rollwright.io/revision"]) == first.revision)
@@ -139,12 +147,13 @@ async def test_a_rollwright_rolls_out_its_own_worker(first: RolloutResult, apps:
 
 
 def _never_ready_copy(d: Path) -> Path:
-    """The committed spec and manifests, except that the worker pods never become ready (KWOK label) and the
-    image differs (a build arg in its labels), so a rollback has something to restore."""
+    """The committed spec and manifests, except that the worker pods never become ready (on the KWOK nodes, by
+    their label) and the image differs (a build arg in its labels), so a rollback has something to restore."""
     d.mkdir()
     objs: list[dict[str, Any]] = [o for o in yaml.safe_load_all(RENDERED.read_text()) if o]
     dep = next(o for o in objs if o["kind"] == "Deployment")
     dep["spec"]["template"]["metadata"]["labels"][BEHAVIOR] = "not-ready"
+    dep["spec"]["template"]["spec"] = simulated(dep["spec"]["template"]["spec"])
     dep["spec"]["progressDeadlineSeconds"] = 15  # the controller's verdict, instead of waiting out 600 s
     (d / "dev.yaml").write_text(yaml.safe_dump_all(objs, sort_keys=False))
     spec = yaml.safe_load(SPEC.read_text())
