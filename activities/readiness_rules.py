@@ -60,7 +60,9 @@ def workload_status(obj: Obj) -> WorkloadStatus:
             ws.message = f"{ws.ready} of {want} pods ready"
         elif partition and ws.updated < want - partition:
             ws.message = f"{ws.updated} of {want - partition} partitioned pods updated"
-        elif not partition and st.get("updateRevision") != st.get("currentRevision"):
+        elif not partition and (st.get("updateRevision") != st.get("currentRevision") or ws.updated < want):
+            # updated < want with equal revisions: a template reverted to the current revision (a StatefulSet
+            # canary's rollback) while a pod still runs the other one; kubectl's predicate misses this case.
             ws.message = f"{ws.updated} of {want} pods at the update revision"
         else:
             ws.ready_now, ws.message = True, "successfully rolled out"

@@ -101,7 +101,13 @@ class ReleaseActivities:
         kube = self.c.kube(spec.kube_context)
         payload = _payload(kube, inp.revision)
         done = []
-        for o in payload["objects"]:  # already in dependency order (see contract.kinds)
+        objects = payload["objects"]  # already in dependency order (see contract.kinds)
+        # Canary / blue-green (issue 11): the stepped workload is held back, then applied alone at the promotion.
+        skip = {(r.kind, r.name) for r in inp.exclude}
+        only = None if inp.only is None else {(r.kind, r.name) for r in inp.only}
+        objects = [o for o in objects if (o["kind"], o["metadata"]["name"]) not in skip
+                   and (only is None or (o["kind"], o["metadata"]["name"]) in only)]
+        for o in objects:
             activity.heartbeat(str(ref_of(o)))
             try:
                 kube.apply(o, dry_run=inp.dry_run)

@@ -13,6 +13,7 @@ from enum import Enum
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract.spec import ReleaseSpec
+from contract.strategy import StrategyStatus
 
 
 class Phase(str, Enum):
@@ -39,6 +40,11 @@ class Step(str, Enum):
     FINALIZE = "Finalize"
     ROLLBACK = "Rollback"
     DONE = "Done"
+    # canary / blue-green (issue 11)
+    CANARY = "Canary"
+    BLUE_GREEN = "BlueGreen"
+    ANALYSIS = "Analysis"
+    PROMOTE = "Promote"
 
 
 class Outcome(str, Enum):
@@ -165,6 +171,9 @@ class ApplyInput(_Msg):
     plan: ReleasePlan
     revision: RevisionRef
     dry_run: bool = False
+    # Canary / blue-green: the workload whose template changes step by step is applied separately (issue 11).
+    exclude: list[ObjectRef] = Field(default_factory=list)
+    only: list[ObjectRef] | None = None
 
 
 class WaitInput(_Msg):
@@ -233,6 +242,7 @@ class RolloutStatus(_Msg):
     approved_by: str | None = None
     approval_comment: str | None = None
     awaiting_approval: bool = False
+    progressive: StrategyStatus | None = None  # canary / blue-green: step k/n, weight, measurements, pause reason
     started_at: datetime | None = None
     updated_at: datetime | None = None
     step_started_at: datetime | None = None
@@ -256,6 +266,7 @@ class RolloutResult(_Msg):
     health: list[HealthResult] = Field(default_factory=list)
     approved_by: str | None = None
     approval_comment: str | None = None
+    progressive: StrategyStatus | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
 

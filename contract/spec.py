@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from contract.analysis import AnalysisTemplate
+from contract.strategy import Strategy
 
 # DNS-1123 label: what Kubernetes accepts for namespaces, and what we accept for app/environment so that the
 # workflow ID and revision record names are always valid object names.
@@ -124,11 +127,31 @@ class ReleaseSpec(_Model):
     # The release's files as an immutable OCI artifact (releases.bundle). Set, the worker fetches manifests and
     # build context by this digest and ignores base_dir, manifests and image.context.
     bundle: str | None = Field(None, pattern=_BUNDLE, description="registry/repository@sha256:<64 hex>")
+    # Issue 11: how the workloads change (contract.strategy; default rolling = what a plain apply does) and the
+    # analysis templates its steps reference by name.
+    strategy: Strategy = Field(default_factory=lambda: Strategy())
+    analysis_templates: list[AnalysisTemplate] = Field(
+        default_factory=list, max_length=50,
+        validation_alias=AliasChoices("analysisTemplates", "analysis_templates"))
 
     @model_validator(mode="after")
     def _has_content(self) -> ReleaseSpec:
         if not self.manifests and self.from_revision is None and self.bundle is None:
             raise ValueError("manifests: at least one file or directory is required")
+        return self
+
+    @model_validator(mode="after")
+    def _templates_exist(self) -> ReleaseSpec:
+        names = [t.name for t in self.analysis_templates]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"analysisTemplates: template names must be unique, repeated: {', '.join(dup)}")
+        for where, ref in self.strategy.analysis_refs():
+            for i, t in enumerate(ref.templates):
+                if t.template_name not in names:
+                    have = ", ".join(names) or "none"
+                    raise ValueError(f"{where}.templates[{i}].templateName: unknown analysis template "
+                                     f"{t.template_name!r} (analysisTemplates defines: {have})")
         return self
 
 
@@ -138,4 +161,13 @@ class Abort(_Model):
 
 class Approval(_Model):
     approver: str = Field("unknown", max_length=200)
+    comment: str | None = Field(None, max_length=2000)
+
+
+class Promotion(_Model):
+    """Input of the ``promote`` update: continue a paused canary/blue-green step (or an inconclusive analysis);
+    ``full`` skips every remaining step and analysis (Argo's ``promote --full``)."""
+
+    approver: str = Field("unknown", min_length=1, max_length=200)
+    full: bool = False
     comment: str | None = Field(None, max_length=2000)

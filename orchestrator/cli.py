@@ -446,6 +446,30 @@ def rollout_approve(ctx: click.Context, app: str, environment: str, comment: str
     _exit(EXIT_OK)
 
 
+@rollout.command("promote")
+@with_app
+@click.option("--full", is_flag=True, help="skip every remaining step and analysis")
+@click.option("--comment")
+@click.option("--approver", default=lambda: os.environ.get("USER", "unknown"))
+@click.pass_context
+def rollout_promote(ctx: click.Context, app: str, environment: str, full: bool, comment: str | None,
+                    approver: str) -> None:
+    """Continue a canary / blue-green rollout paused at a step or on an inconclusive analysis."""
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from orchestrator.client import RolloutClient
+
+    async def go() -> None:
+        rc = await RolloutClient.connect(ctx.obj.settings())
+        try:
+            click.echo(await rc.promote(app, environment, approver, full=full, comment=comment))
+        except WorkflowUpdateFailedError as e:
+            _fail(str(e.cause.message if e.cause and hasattr(e.cause, "message") else e), None, EXIT_INVALID)
+
+    run(ctx, go)
+    _exit(EXIT_OK)
+
+
 @rollout.command("list")
 @click.option("--app")
 @click.option("--env", "environment")

@@ -33,7 +33,7 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from contract.models import Outcome, RolloutResult, RolloutStatus
-from contract.spec import Abort, Approval, ReleaseSpec
+from contract.spec import Abort, Approval, Promotion, ReleaseSpec
 from orchestrator import WORKFLOW_TYPE, legacy_workflow_id, parse_workflow_id, workflow_id
 from orchestrator.config import Settings
 from orchestrator.connect import connect
@@ -214,6 +214,13 @@ class RolloutClient:
     async def approve(self, app: str, environment: str, approver: str, comment: str | None = None) -> str:
         h = await self._running_handle(app, environment)
         return str(await h.execute_update("approve", Approval(approver=approver, comment=comment), result_type=str))
+
+    async def promote(self, app: str, environment: str, approver: str, *, full: bool = False,
+                      comment: str | None = None) -> str:
+        """Continues a canary / blue-green rollout paused at a step or on an inconclusive analysis (issue 11)."""
+        h = await self._running_handle(app, environment)
+        return str(await h.execute_update("promote", Promotion(approver=approver, full=full, comment=comment),
+                                          result_type=str))
 
     async def list(self, *, app: str | None = None, environment: str | None = None, outcome: str | None = None,
                    limit: int = 50) -> list[RolloutSummary]:

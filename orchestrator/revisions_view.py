@@ -45,5 +45,6 @@ def rollback_spec(app: str, env: str, to_revision: int | None, namespace: str | 
     if to_revision not in by_rev:
         raise RolloutNotFound(f"revision {to_revision} of {app}/{env}")
     payload = decode(by_rev[to_revision]["data"]["release"])
-    data = dict(payload["spec"], from_revision=to_revision, initiator="rollwright rollback")
+    # A rollback goes straight to the recorded revision: no canary steps or blue-green preview on the way back.
+    data = dict(payload["spec"], from_revision=to_revision, initiator="rollwright rollback", strategy={})
     return ReleaseSpec.model_validate(data)

@@ -20,6 +20,7 @@ SEARCH_ATTRIBUTES = {
     "RolloutImage": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     "RolloutRevision": IndexedValueType.INDEXED_VALUE_TYPE_INT,
     "RolloutInitiator": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "RolloutStep": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,  # canary / blue-green step kind (issue 11)
 }
 
 

@@ -41,6 +41,8 @@ def render_status_text(st: RolloutStatus) -> str:
                      f"{w.available} available" + (f" ({w.message})" if w.message else ""))
     for h in st.health:
         lines.append(f"  health {h.name}: {_health_word(h)} ({h.successes} ok, {h.failures} failed)")
+    if st.progressive is not None:
+        lines += [f"  {x}" for x in st.progressive.lines()]
     if st.approved_by:
         lines.append(f"  approved by {st.approved_by}" + (f": {st.approval_comment}" if st.approval_comment else ""))
     if st.outcome:
@@ -83,6 +85,8 @@ def _live(st: RolloutStatus) -> list[str]:
     for w in st.workloads:
         done, total = _progress(w)
         out.append(f"  {w.kind[:11]:11} {w.name[:24]:24} {_bar(done, total)} {done}/{total}  {w.message}")
+    if st.progressive is not None:
+        out += [f"  {x}" for x in st.progressive.lines(3)]
     for h in st.health:
         out.append(f"  check       {h.name[:24]:24} {_health_word(h):7} {h.successes} ok, {h.failures} failed"
                    + (f" (last: {h.last_status or h.last_error})" if (h.last_status or h.last_error) else ""))
@@ -114,6 +118,8 @@ def _final(res: RolloutResult) -> list[str]:
         out.append(f"workload {w.kind}/{w.name}: {done}/{total} ready" + (f" ({w.message})" if w.message else ""))
     for h in res.health:
         out.append(f"health {h.name}: {_health_word(h)} ({h.successes} ok, {h.failures} failed)")
+    if res.progressive is not None:
+        out += res.progressive.lines()
     return out
 
 

@@ -37,6 +37,7 @@ from activities.health import HealthActivities
 from activities.prepare import PrepareActivities
 from activities.readiness import ReadinessActivities
 from activities.release import ReleaseActivities
+from activities.traffic import TrafficActivities
 from activities.versioning import VersioningActivities
 from orchestrator import __version__
 from orchestrator.config import Settings
@@ -56,9 +57,10 @@ def activities_for(clients: Clients, waits: ReadinessActivities | None = None,
     v = VersioningActivities(clients)
     a = AnalysisActivities(prometheus_url)
     # wait_ready stays on the main queue too: runs started before the waits queue existed schedule it there.
+    t = TrafficActivities(clients)
     return [p.prepare_release, b.build_image, b.push_image, r.snapshot_release, r.apply_release,
             r.rollback_release, r.finalize_revision, r.prune_release, w.wait_ready, h.run_health_checks,
-            a.measure_metric, v.describe_worker_deployment, v.wait_version_pollers, v.set_current_version,
+            a.measure_metric, t.set_traffic, v.describe_worker_deployment, v.wait_version_pollers, v.set_current_version,
             v.wait_version_drained, v.retire_worker_build]
 
 

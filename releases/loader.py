@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from contract.kinds import KINDS, WORKLOAD_KINDS, KindInfo
 from contract.spec import ReleaseSpec
-from releases import analysis_checks, yamlsafe
+from releases import analysis_checks, strategy, yamlsafe
 
 _DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -177,6 +177,7 @@ def load_manifests(spec: ReleaseSpec) -> list[Manifest]:
         raise ReleaseError(", ".join(spec.manifests), "the release is empty: no Kubernetes objects found",
                            field="manifests")
     _check_duplicates(out)
+    strategy.check(spec, out)
     return out
 
 

@@ -10,8 +10,21 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 S="$ROOT/scripts"
 
+OWNER_FILE=/run/rollwright-stack.owner
 case "${1:-up}" in
   up)
+    # One stack per machine: its ports (7233, 5000), the bridge and the real node's containerd root are global.
+    # A second ROLLWRIGHT_STATE would start a second cluster and a second node containerd that fights the first
+    # one for its lock, so refuse while the owner's processes live.
+    owner=$(cat "$OWNER_FILE" 2>/dev/null || true)
+    if [[ -n $owner && $owner != "$STATE" ]]; then
+      for p in "$owner"/run/*.pid; do
+        [[ -f $p ]] && kill -0 "$(cat "$p")" 2>/dev/null && {
+          log "stack: this machine's stack runs from ROLLWRIGHT_STATE=$owner ($(basename "$p" .pid) is alive);" \
+              "use that state, or stop it first: ROLLWRIGHT_STATE=$owner $S/stack.sh down"; exit 1; }
+      done
+    fi
+    echo "$STATE" > "$OWNER_FILE"
     t0=$(date +%s)
     bash "$S/docker.sh" up
     bash "$S/base-images.sh"
@@ -21,7 +34,8 @@ case "${1:-up}" in
     log "stack: up in $(( $(date +%s) - t0 ))s — Temporal UI http://127.0.0.1:${TEMPORAL_UI_PORT:-8233}, kubeconfig $STATE/kubeconfig, Prometheus $(bash "$S/prometheus.sh" url)"
     ;;
   down)
-    bash "$S/prometheus.sh" down; bash "$S/cluster.sh" down; bash "$S/temporal.sh" down; bash "$S/docker.sh" down ;;
+    bash "$S/prometheus.sh" down; bash "$S/cluster.sh" down; bash "$S/temporal.sh" down; bash "$S/docker.sh" down
+    [[ $(cat "$OWNER_FILE" 2>/dev/null) == "$STATE" ]] && rm -f "$OWNER_FILE"; true ;;
   status)
     for p in "$STATE"/run/*.pid; do [[ -f $p ]] || continue; n=$(basename "$p" .pid)
       kill -0 "$(cat "$p")" 2>/dev/null && echo "$n: running (pid $(cat "$p"))" || echo "$n: dead"; done

@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib.sh"
 TEMPORAL="$ROOT/.venv/bin/temporal"
 PORT="${TEMPORAL_PORT:-7233}"; UI_PORT="${TEMPORAL_UI_PORT:-8233}"
 SA=(RolloutApp=Keyword RolloutEnvironment=Keyword RolloutPhase=Keyword RolloutOutcome=Keyword
-    RolloutImage=Keyword RolloutRevision=Int RolloutInitiator=Keyword)
+    RolloutImage=Keyword RolloutRevision=Int RolloutInitiator=Keyword RolloutStep=Keyword)
 
 up() {
   if "$TEMPORAL" operator cluster health --address "127.0.0.1:$PORT" >/dev/null 2>&1; then

@@ -28,7 +28,10 @@ class LoadGen:
 
     async def _run(self) -> None:
         sem = asyncio.Semaphore(self.concurrency)
-        async with httpx.AsyncClient(timeout=self.timeout) as http:
+        # A new connection per request: kube-proxy balances per connection, so kept-alive connections opened
+        # before a canary existed would never reach it.
+        async with httpx.AsyncClient(timeout=self.timeout, headers={"Connection": "close"},
+                                     limits=httpx.Limits(max_keepalive_connections=0)) as http:
 
             async def one() -> None:
                 async with sem:

@@ -48,6 +48,13 @@ def test_statefulset_and_daemonset_predicates() -> None:
     sts["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}
     sts["status"].update(currentRevision="r1", updatedReplicas=1)
     assert workload_status(sts).ready_now  # partition met: 1 of (2-1) updated
+    # A template reverted to the current revision (StatefulSet canary rollback, issue 11): revisions are equal at
+    # once, but a pod still runs the other revision until the controller replaces it.
+    sts["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
+    sts["status"].update(updateRevision="r1", currentRevision="r1", updatedReplicas=1)
+    assert not workload_status(sts).ready_now
+    sts["status"]["updatedReplicas"] = 2
+    assert workload_status(sts).ready_now
     ds = {"kind": "DaemonSet", "metadata": {"name": "agent", "generation": 3},
           "status": {"observedGeneration": 3, "desiredNumberScheduled": 3, "updatedNumberScheduled": 3,
                      "numberAvailable": 2, "numberReady": 2}}

@@ -29,6 +29,8 @@ def render_details(spec: ReleaseSpec, s: RolloutStatus) -> str:
         lines += [f"- {'passing' if h.ok else 'FAILING'} `{h.name}`: {h.successes} ok, {h.failures} failed"
                   + (f", last {h.last_status or h.last_error}" if (h.last_status or h.last_error) else "")
                   for h in s.health]
+    if s.progressive is not None:
+        lines += ["", "**progressive delivery**"] + [f"- {x}" for x in s.progressive.lines(10)]
     if s.outcome:
         lines += ["", f"outcome: **{s.outcome.value}**" + (f": {s.cause}" if s.cause else "")]
     return "\n".join(lines)

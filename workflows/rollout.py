@@ -48,8 +48,10 @@ with workflow.unsafe.imports_passed_through():
         WaitInput,
         WaitResult,
     )
-    from contract.spec import Abort, Approval, ReleaseSpec
+    from contract.spec import Abort, Approval, Promotion, ReleaseSpec
+    from contract.strategy import StrategyKind
     from workflows.details import render_details
+    from workflows.progressive import PATCH_PROGRESSIVE, AnalysisFailed, Progressive, target_of
 
 SA_APP = SearchAttributeKey.for_keyword("RolloutApp")
 SA_ENV = SearchAttributeKey.for_keyword("RolloutEnvironment")
@@ -116,6 +118,11 @@ class RolloutWorkflow:
         self._warnings: list[str] = []
         self._cancels_absorbed = 0
         self._rollback_error = ""
+        # Canary / blue-green (issue 11, workflows.progressive). Unused by rolling rollouts.
+        self._progressive: Progressive | None = None
+        self._promotion: Promotion | None = None
+        self._awaiting_promotion = False
+        self._interrupt: AnalysisFailed | None = None  # a background analysis failed: stop the running step
 
     # ---- messages -----------------------------------------------------------------------------------------------
 
@@ -160,6 +167,22 @@ class RolloutWorkflow:
             raise ValueError(f"rollout {workflow.info().workflow_id} is not waiting for approval "
                              f"(phase {self._status.phase.value}, step {self._status.step.value})")
 
+    @workflow.update(description='Continue a paused canary / blue-green step or an inconclusive analysis; input '
+                             '{"approver": "...", "full": false, "comment": "..."} (full: skip the remaining steps)')
+    async def promote(self, req: Promotion) -> str:
+        self._promotion = req
+        self._touch()
+        step = self._status.progressive.step if self._status.progressive else 0
+        return f"promoted by {req.approver}" + (" (full)" if req.full else f" at step {step}")
+
+    @promote.validator
+    def _validate_promote(self, req: Promotion) -> None:
+        if not self._awaiting_promotion or self._promotion is not None:
+            p = self._status.progressive
+            where = f", {p.strategy.value} step {p.step}/{p.steps} {p.step_name}" if p else ""
+            raise ValueError(f"rollout {workflow.info().workflow_id} is not paused for a promotion "
+                             f"(phase {self._status.phase.value}{where})")
+
     @workflow.query(description="Phase, step, message, per-workload replicas, health results, timestamps")
     def status(self) -> RolloutStatus:
         return self._status
@@ -185,10 +208,20 @@ class RolloutWorkflow:
             self._status.revision = revision.revision
             self._upsert(revision=revision.revision)
             changed_cluster = True
-            await self._step(Step.APPLY, "apply_release", ApplyInput(spec=spec, plan=plan, revision=revision),
-                             list[str], timeout=timedelta(minutes=5), retry=QUICK,
-                             summary=f"server-side apply {len(plan.objects)} objects")
-            await self._wait_ready(spec, plan.workloads, spec.health.progress_deadline_seconds)
+            # A redeploy of a recorded revision (`rollwright rollback`) is never stepped.
+            if spec.strategy.kind != StrategyKind.ROLLING and spec.from_revision is None \
+                    and workflow.patched(PATCH_PROGRESSIVE):
+                # Canary / blue-green: the steps replace "apply + wait ready" (workflows.progressive).
+                self._progressive = Progressive(self, spec, plan, revision, target_of(spec, plan))
+                try:
+                    await self._progressive.run()
+                except AnalysisFailed as e:
+                    raise _StepFailed(Step.ANALYSIS, e.message, "AnalysisFailed") from None
+            else:
+                await self._step(Step.APPLY, "apply_release", ApplyInput(spec=spec, plan=plan, revision=revision),
+                                 list[str], timeout=timedelta(minutes=5), retry=QUICK,
+                                 summary=f"server-side apply {len(plan.objects)} objects")
+                await self._wait_ready(spec, plan.workloads, spec.health.progress_deadline_seconds)
             if spec.health.bake_seconds or spec.health.http:
                 heartbeat = WAIT_HEARTBEAT
                 if workflow.patched(PATCH_BAKE_HEARTBEAT):
@@ -222,6 +255,7 @@ class RolloutWorkflow:
             return self._finish(Outcome.SUCCEEDED, None, Phase.HEALTHY)
         except _Aborted as e:
             cause = f"aborted by operator: {e.reason}" if e.by_operator else f"aborted: {e.reason}"
+            await self._stop_traffic(cause)
             if changed_cluster and revision is not None:
                 ok, cause = await self._rollback_shielded(spec, revision, cause)
                 if not ok and workflow.patched(PATCH_TRUE_OUTCOMES):
@@ -230,6 +264,7 @@ class RolloutWorkflow:
             self._fail(Outcome.ABORTED, cause, Phase.ABORTED)
         except _StepFailed as e:
             self._failed_step, self._error_type = e.step, e.error_type
+            await self._stop_traffic(e.cause)
             if changed_cluster and revision is not None and spec.rollback.automatic:
                 ok, cause = await self._rollback_shielded(spec, revision, e.cause)
                 self._fail(Outcome.ROLLED_BACK if ok else Outcome.FAILED, cause, Phase.DEGRADED)
@@ -238,6 +273,7 @@ class RolloutWorkflow:
             self._fail(Outcome.FAILED, e.cause, Phase.DEGRADED)
         except asyncio.CancelledError:
             # `temporal workflow cancel`: treat as an abort, clean up, then let the cancellation stand.
+            await self._stop_traffic("workflow cancelled")
             if changed_cluster and revision is not None:
                 ok, cause = await self._rollback_shielded(spec, revision, "workflow cancelled")
                 if not ok and workflow.patched(PATCH_TRUE_OUTCOMES):
@@ -289,6 +325,16 @@ class RolloutWorkflow:
                                summary=f"wait for {len(workloads)} workload(s) ready, deadline {deadline}s")
         self._status.workloads = res.workloads
 
+    async def _stop_traffic(self, cause: str) -> None:
+        """Canary / blue-green only: take the new version out of traffic (canary to 0 pods, activeService switched
+        back) before the rollback, uncancellable. Failures are recorded; the rollback runs anyway."""
+        if self._progressive is None:
+            return
+        try:
+            await self._uncancellable(self._progressive.stop_traffic(cause))
+        except _StepFailed as e:
+            self._warnings.append(f"could not take the new version out of traffic: {e.cause}")
+
     async def _rollback_shielded(self, spec: ReleaseSpec, revision: RevisionRef, cause: str) -> tuple[bool, str]:
         """Runs the rollback so that no cancel interrupts it (a half-done rollback is the worst state to leave).
         Returns (succeeded, cause to report)."""
@@ -297,6 +343,11 @@ class RolloutWorkflow:
             return ok, cause
         absorbed = self._cancels_absorbed
         ok = await self._uncancellable(self._rollback(spec, revision, cause))
+        if self._progressive is not None:
+            try:
+                await self._uncancellable(self._progressive.after_rollback())
+            except _StepFailed as e:
+                self._warnings.append(f"after the rollback: {e.cause}")
         out = cause if ok else f"{cause}; rollback failed: {self._rollback_error}"
         if self._cancels_absorbed > absorbed:
             out += " (a cancel request arrived during the rollback and waited for it to finish)"
@@ -361,7 +412,8 @@ class RolloutWorkflow:
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
         if abortable:
             try:
-                await workflow.wait_condition(lambda: handle.done() or self._abort is not None)
+                await workflow.wait_condition(
+                    lambda: handle.done() or self._abort is not None or self._interrupt is not None)
             except asyncio.CancelledError:
                 # Workflow cancel: the activity is not awaited here, so it would keep running alongside the
                 # rollback. Stop it and wait until it has stopped, then let the cancel go on.
@@ -370,6 +422,7 @@ class RolloutWorkflow:
                 raise
             if not handle.done():
                 await self._stop(handle)
+                self._raise_interrupts()
                 raise _Aborted(self._abort or "aborted")
         try:
             if not abortable and workflow.patched(PATCH_SHIELD_ROLLBACK):
@@ -385,9 +438,14 @@ class RolloutWorkflow:
         except (ActivityError, asyncio.CancelledError):
             pass
 
-    async def _checkpoint(self) -> None:
+    def _raise_interrupts(self) -> None:
         if self._abort is not None:
             raise _Aborted(self._abort)
+        if self._interrupt is not None:
+            raise self._interrupt
+
+    async def _checkpoint(self) -> None:
+        self._raise_interrupts()
         if self._paused:
             before = self._status.phase
             self._set(self._status.step, Phase.PAUSED, "paused by operator: rollwright rollout resume to continue")
@@ -434,6 +492,7 @@ class RolloutWorkflow:
                              failed_step=self._failed_step, error_type=self._error_type,
                              rolled_back_to=self._rolled_back_to if outcome != Outcome.SUCCEEDED else None,
                              pruned=self._pruned, warnings=self._warnings, approved_by=s.approved_by,
+                             progressive=s.progressive,
                              approval_comment=s.approval_comment,
                              revision=s.revision, workloads=s.workloads, health=s.health, started_at=s.started_at,
                              finished_at=workflow.now())

@@ -8,7 +8,7 @@
 #      then /tmp/temporal-ready, which the healthcheck (`temporal-entrypoint health`) requires.
 set -eu
 ready=/tmp/temporal-ready
-sa_list() { echo "${SEARCH_ATTRIBUTES:-RolloutApp=Keyword RolloutEnvironment=Keyword RolloutPhase=Keyword RolloutOutcome=Keyword RolloutImage=Keyword RolloutRevision=Int RolloutInitiator=Keyword}"; }
+sa_list() { echo "${SEARCH_ATTRIBUTES:-RolloutApp=Keyword RolloutEnvironment=Keyword RolloutPhase=Keyword RolloutOutcome=Keyword RolloutImage=Keyword RolloutRevision=Int RolloutInitiator=Keyword RolloutStep=Keyword}"; }
 ns="${DEFAULT_NAMESPACE:-default}"
 local_addr() { echo "${TEMPORAL_BROADCAST_ADDRESS}:${FRONTEND_GRPC_PORT:-7233}"; }
 

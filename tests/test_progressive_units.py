@@ -1,0 +1,431 @@
+"""Canary and blue-green step sequencing (issue 11) in Temporal's time-skipping test server, with fake activities.
+
+Pure workflow logic: which traffic change runs when, what a pause waits for, what ``promote`` (with ``full``) and
+``abort`` do, what happens to traffic before a rollback. The fakes record every call (``set_traffic:<action>``,
+``apply_release[only=...]``) so each test asserts the exact order. The cluster side is tests/test_progressive.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import yaml
+from temporalio import activity
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from contract.analysis import AnalysisPhase, MeasureInput, Measurement
+from contract.models import ApplyInput, ObjectRef, Outcome, ReleasePlan, RolloutStatus, Step
+from contract.spec import Abort, Promotion, ReleaseSpec
+from contract.traffic import TrafficAction, TrafficInput, TrafficResult
+from releases.loader import ReleaseError, load_manifests, load_spec
+from tests.test_workflow_branches import TEST_SERVER, Fakes, Run
+
+STS = ObjectRef(api_version="apps/v1", kind="StatefulSet", name="db", namespace="shop")
+TEMPLATE = {"name": "errors", "metrics": [{"name": "error-rate", "interval": "10s", "count": 3, "failureLimit": 0,
+                                           "provider": {"prometheus": {"query": "rate"}},
+                                           "successCondition": "result[0] < 0.05",
+                                           "failureCondition": "result[0] >= 0.2"}]}
+
+
+def spec(strategy: dict[str, Any], **kw: Any) -> ReleaseSpec:
+    base: dict[str, Any] = {"app": "shop", "environment": "prod", "namespace": "shop", "manifests": ["k8s/"],
+                            "health": {"progress_deadline_seconds": 60}, "strategy": strategy,
+                            "analysisTemplates": [TEMPLATE]}
+    base.update(kw)
+    return ReleaseSpec.model_validate(base)
+
+
+class ProgFakes(Fakes):
+    """The rollout fakes plus ``set_traffic`` and ``measure_metric``; ``values`` are the metric's results in order."""
+
+    def __init__(self, *, live: bool = True, target: ObjectRef | None = None, values: list[float] | None = None,
+                 **kw: Any) -> None:
+        super().__init__(**kw)
+        self.live, self.target, self.values = live, target, list(values or [])
+
+    def activities(self) -> list[Callable[..., Any]]:
+        f = self
+        base = [a for a in super().activities()
+                if getattr(a, "__temporal_activity_definition").name not in ("apply_release", "prepare_release")]
+
+        @activity.defn(name="prepare_release")
+        async def prepare_release(inp: Any) -> ReleasePlan:
+            await f._run("prepare_release")
+            w = f.target or ObjectRef(api_version="apps/v1", kind="Deployment", name="web", namespace="shop")
+            return ReleasePlan(objects=[w], workloads=[w], manifests_digest="sha256:x")
+
+        @activity.defn(name="apply_release")
+        async def apply_release(inp: ApplyInput) -> list[str]:
+            tag = ("" if inp.only is None else f"[only={','.join(o.name for o in inp.only)}]") + \
+                (f"[exclude={','.join(o.name for o in inp.exclude)}]" if inp.exclude else "")
+            await f._run(f"apply_release{tag}")
+            return []
+
+        @activity.defn(name="set_traffic")
+        async def set_traffic(inp: TrafficInput) -> TrafficResult:
+            key = f"set_traffic:{inp.action.value}" + (f":{inp.weight}" if inp.action == TrafficAction.CANARY_WEIGHT
+                                                       else "")
+            await f._run(key)
+            c = -(-inp.weight * 10 // 100)
+            return TrafficResult(live=f.live, total=10, canary_replicas=c, stable_replicas=10 - c,
+                                 wait_for=[inp.workload], canary_hash="c1", stable_hash="s1")
+
+        @activity.defn(name="measure_metric")
+        async def measure_metric(inp: MeasureInput) -> Measurement:
+            await f._run("measure_metric")
+            v = f.values.pop(0) if f.values else 0.0
+            now = activity.info().started_time
+            phase = AnalysisPhase.SUCCESSFUL if v < 0.05 else (AnalysisPhase.FAILED if v >= 0.2
+                                                                 else AnalysisPhase.INCONCLUSIVE)
+            return Measurement(metric=inp.metric.name, template=inp.attempt_info.template, value=f"[{v}]",
+                               phase=phase, started_at=now, finished_at=now)
+
+        return [*base, prepare_release, apply_release, set_traffic, measure_metric]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER),
+                                                      data_converter=pydantic_data_converter)
+    kw, num = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, IndexedValueType.INDEXED_VALUE_TYPE_INT
+    await e.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace="default", search_attributes={"RolloutApp": kw, "RolloutEnvironment": kw, "RolloutPhase": kw,
+                                                "RolloutOutcome": kw, "RolloutImage": kw, "RolloutRevision": num,
+                                                "RolloutStep": kw}))
+    yield e
+    await e.shutdown()
+
+
+HEAD = ["prepare_release", "snapshot_release", "set_traffic:prepare", "apply_release[exclude=web]"]
+TAIL = ["prune_release", "finalize_revision:deployed"]
+PROMOTE = ["apply_release[only=web]", "wait_ready", "set_traffic:canary-promoted"]
+
+
+async def _promote_when_paused(r: Run, req: Promotion) -> str:
+    assert r.handle is not None
+    for _ in range(600):
+        st = await r.handle.query("status", result_type=RolloutStatus)
+        if st.progressive is not None and st.progressive.awaiting_promotion:
+            return str(await r.handle.execute_update("promote", req))
+        await asyncio.sleep(0.05)
+    raise AssertionError("never paused for a promotion")
+
+
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_canary_steps_in_order_and_promote(env: WorkflowEnvironment) -> None:
+    f = ProgFakes(hold={"snapshot_release"})
+    s = spec({"canary": {"steps": [{"setWeight": 20}, {"pause": {"duration": "1h"}}, {"setWeight": 50},
+                                   {"pause": {}}]}})
+    async with Run(env, f, s) as r:
+        assert r.handle is not None
+        await r.when_started("snapshot_release")
+        with pytest.raises(WorkflowUpdateFailedError) as e:
+            await r.handle.execute_update("promote", Promotion(approver="eve"))
+        assert "is not paused for a promotion (phase Progressing" in str(e.value.cause)
+        f.release("snapshot_release")
+        answer = await _promote_when_paused_at(r, 4, Promotion(approver="alice", comment="looks good"))
+        res = await r.result()
+        await r.record("canary-promote-v3")  # tests/test_replay.py replays it
+    assert answer == "promoted by alice at step 4"
+    assert res.outcome == Outcome.SUCCEEDED, res.cause
+    assert f.calls == HEAD + ["set_traffic:canary-weight:20", "wait_ready", "set_traffic:canary-weight:50",
+                              "wait_ready", *PROMOTE, *TAIL]
+    p = res.progressive
+    assert p is not None and p.weight == 100 and p.step == 4 and p.steps == 4
+    assert [(x.approver, x.step, x.reason, x.comment) for x in p.promotions] == [("alice", 4, "pause", "looks good")]
+
+
+async def _promote_when_paused_at(r: Run, step: int, req: Promotion) -> str:
+    assert r.handle is not None
+    for _ in range(600):
+        st = await r.handle.query("status", result_type=RolloutStatus)
+        if st.progressive is not None and st.progressive.awaiting_promotion and st.progressive.step == step:
+            return str(await r.handle.execute_update("promote", req))
+        await r.env.sleep(300)  # skips timed pauses (the test server skips time only when told or awaiting a result)
+    raise AssertionError(f"never paused at step {step}")
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_promote_full_skips_the_remaining_steps(env: WorkflowEnvironment) -> None:
+    f = ProgFakes()
+    s = spec({"canary": {"steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]}})
+    async with Run(env, f, s) as r:
+        await _promote_when_paused(r, Promotion(approver="bob", full=True))
+        res = await r.result()
+    assert res.outcome == Outcome.SUCCEEDED
+    assert f.calls == HEAD + ["set_traffic:canary-weight:10", "wait_ready", *PROMOTE, *TAIL]
+    assert res.progressive is not None and res.progressive.promotions[0].full
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_abort_during_pause_scales_canary_to_zero_before_the_rollback(env: WorkflowEnvironment) -> None:
+    f = ProgFakes()
+    s = spec({"canary": {"steps": [{"setWeight": 30}, {"pause": {}}]}})
+    async with Run(env, f, s) as r:
+        assert r.handle is not None
+        for _ in range(600):
+            st = await r.handle.query("status", result_type=RolloutStatus)
+            if st.progressive is not None and st.progressive.awaiting_promotion:
+                break
+            await asyncio.sleep(0.05)
+        assert "promote to continue" in (st.progressive.paused_reason or "")
+        await r.handle.signal("abort", Abort(reason="bad canary"))
+        res = await r.result()
+    assert res.outcome == Outcome.ABORTED and res.cause == "aborted by operator: bad canary"
+    assert f.calls == HEAD + ["set_traffic:canary-weight:30", "wait_ready", "set_traffic:canary-abort",
+                              "rollback_release", "wait_ready", "finalize_revision:rolled-back"]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_first_rollout_of_the_workload_is_rolling(env: WorkflowEnvironment) -> None:
+    f = ProgFakes(live=False)
+    res = await _run(env, f, spec({"canary": {"steps": [{"setWeight": 30}, {"pause": {}}]}}))
+    assert res.outcome == Outcome.SUCCEEDED
+    assert f.calls == ["prepare_release", "snapshot_release", "set_traffic:prepare", "apply_release", "wait_ready",
+                       *TAIL]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_failed_step_analysis_rolls_back_with_canary_at_zero(env: WorkflowEnvironment) -> None:
+    f = ProgFakes(values=[0.01, 0.3])
+    s = spec({"canary": {"steps": [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "errors"}]}},
+                                   {"setWeight": 100}]}})
+    res = await _run(env, f, s)
+    assert res.outcome == Outcome.ROLLED_BACK, res.cause
+    assert res.failed_step == Step.ANALYSIS and res.error_type == "AnalysisFailed"
+    assert "errors" in (res.cause or "") and "Failed" in (res.cause or "")
+    assert f.calls == HEAD + ["set_traffic:canary-weight:20", "wait_ready", "set_traffic:info", "measure_metric",
+                              "measure_metric", "set_traffic:canary-abort", "rollback_release", "wait_ready",
+                              "finalize_revision:rolled-back"]
+    p = res.progressive
+    assert p is not None and [m.value for m in p.measurements] == ["[0.01]", "[0.3]"]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_inconclusive_analysis_waits_for_promote(env: WorkflowEnvironment) -> None:
+    f = ProgFakes(values=[0.1, 0.1, 0.1])
+    s = spec({"canary": {"steps": [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "errors"}]}}]}})
+    async with Run(env, f, s) as r:
+        await _promote_when_paused(r, Promotion(approver="carol"))
+        res = await r.result()
+    assert res.outcome == Outcome.SUCCEEDED, res.cause
+    p = res.progressive
+    assert p is not None and p.analysis_phase == "Inconclusive"
+    assert [(x.approver, x.reason) for x in p.promotions] == [("carol", "inconclusive analysis")]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_blue_green_manual_promotion_then_scale_down(env: WorkflowEnvironment) -> None:
+    f = ProgFakes()
+    s = spec({"blueGreen": {"activeService": "web", "previewService": "web-preview", "autoPromotionEnabled": False,
+                            "scaleDownDelaySeconds": 600}})
+    async with Run(env, f, s) as r:
+        await _promote_when_paused(r, Promotion(approver="dave"))
+        res = await r.result()
+    assert res.outcome == Outcome.SUCCEEDED, res.cause
+    assert f.calls == HEAD + ["set_traffic:preview", "wait_ready", "set_traffic:switch-active",
+                              "apply_release[only=web]", "wait_ready", "set_traffic:bg-cleanup", *TAIL]
+    assert res.progressive is not None and res.progressive.active == "preview"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_blue_green_failed_post_promotion_analysis_switches_back(env: WorkflowEnvironment) -> None:
+    f = ProgFakes(values=[0.5])
+    s = spec({"blueGreen": {"activeService": "web", "previewService": "web-preview",
+                            "postPromotionAnalysis": {"templates": [{"templateName": "errors"}]}}})
+    async with Run(env, f, s) as r:
+        res = await r.result()
+        await r.record("bluegreen-switch-back-v3")
+    assert res.outcome == Outcome.ROLLED_BACK, res.cause
+    assert f.calls == HEAD + ["set_traffic:preview", "wait_ready", "set_traffic:switch-active", "set_traffic:info",
+                              "measure_metric", "set_traffic:switch-back", "rollback_release", "wait_ready",
+                              "finalize_revision:rolled-back", "set_traffic:bg-cleanup"]
+    p = res.progressive
+    assert p is not None and p.active == "stable" and p.switch_back_seconds is not None
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_statefulset_canary_abort_resets_the_partition_after_the_rollback(env: WorkflowEnvironment) -> None:
+    f = ProgFakes(target=STS)
+    s = spec({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}})
+    async with Run(env, f, s) as r:
+        assert r.handle is not None
+        for _ in range(600):
+            st = await r.handle.query("status", result_type=RolloutStatus)
+            if st.progressive is not None and st.progressive.awaiting_promotion:
+                break
+            await asyncio.sleep(0.05)
+        await r.handle.signal("abort", Abort(reason="stop"))
+        res = await r.result()
+    assert res.outcome == Outcome.ABORTED
+    assert f.calls == ["prepare_release", "snapshot_release", "set_traffic:prepare", "apply_release",
+                       "set_traffic:canary-weight:50", "wait_ready", "set_traffic:canary-abort", "rollback_release",
+                       "wait_ready", "finalize_revision:rolled-back", "set_traffic:partition-reset", "wait_ready"]
+
+
+async def _run(env: WorkflowEnvironment, f: ProgFakes, s: ReleaseSpec) -> Any:
+    async with Run(env, f, s) as r:
+        return await r.result()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_background_analysis_failure_stops_a_pause_and_rolls_back(env: WorkflowEnvironment) -> None:
+    """A background analysis that fails while the canary waits at `pause: {}` ends the pause at once."""
+    f = ProgFakes(values=[0.01, 0.01, 0.5])
+    tpl = {**TEMPLATE, "metrics": [{**TEMPLATE["metrics"][0], "count": None}]}  # type: ignore[dict-item]
+    s = spec({"canary": {"steps": [{"setWeight": 20}, {"pause": {}}],
+                         "analysis": {"templates": [{"templateName": "errors"}], "startingStep": 1}}},
+             analysisTemplates=[tpl])
+    res = await _run(env, f, s)
+    assert res.outcome == Outcome.ROLLED_BACK, res.cause
+    assert res.failed_step == Step.ANALYSIS and (res.cause or "").startswith("background analysis errors Failed")
+    assert f.calls == HEAD + ["set_traffic:canary-weight:20", "wait_ready", "set_traffic:info", "measure_metric",
+                              "measure_metric", "measure_metric", "set_traffic:canary-abort", "rollback_release",
+                              "wait_ready", "finalize_revision:rolled-back"]
+    assert res.progressive is not None and res.progressive.background_analysis == "Failed"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_background_analysis_stops_at_the_promotion(env: WorkflowEnvironment) -> None:
+    f = ProgFakes(values=[0.01] * 1000)
+    tpl = {**TEMPLATE, "metrics": [{**TEMPLATE["metrics"][0], "count": None}]}  # type: ignore[dict-item]
+    s = spec({"canary": {"steps": [{"setWeight": 20}, {"pause": {"duration": "35s"}}, {"setWeight": 60}],
+                         "analysis": {"templates": [{"templateName": "errors"}]}}}, analysisTemplates=[tpl])
+    res = await _run(env, f, s)
+    assert res.outcome == Outcome.SUCCEEDED, res.cause
+    n = f.calls.count("measure_metric")
+    assert 3 <= n <= 6, f.calls  # every 10 s during the 35 s pause (+ the setWeight steps), then stopped
+    assert f.calls[-len(PROMOTE) - 2:] == [*PROMOTE, *TAIL]
+    assert res.progressive is not None and res.progressive.background_analysis in ("Successful", "Stopped (promoted)")
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_operator_pause_during_an_analysis_holds_the_next_step(env: WorkflowEnvironment) -> None:
+    """As in a rolling rollout: `pause` takes effect before the next step; the running analysis finishes."""
+    f = ProgFakes(values=[0.01, 0.01, 0.01], hold={"measure_metric#2"})
+    s = spec({"canary": {"steps": [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "errors"}]}},
+                                   {"setWeight": 50}]}})
+    async with Run(env, f, s) as r:
+        assert r.handle is not None
+        await r.when_started("measure_metric#2")
+        await r.handle.signal("pause")
+        f.release("measure_metric#2")
+        st = await _status_until(r, lambda st: st.phase.value == "Paused")
+        assert st.progressive is not None and st.progressive.step == 3 and "set_traffic:canary-weight:50" not in f.calls
+        await r.handle.signal("resume")
+        res = await r.result()
+    assert res.outcome == Outcome.SUCCEEDED, res.cause
+    assert f.calls.count("measure_metric") == 3 and "set_traffic:canary-weight:50" in f.calls
+
+
+async def _status_until(r: Run, pred: Callable[[RolloutStatus], bool]) -> RolloutStatus:
+    assert r.handle is not None
+    for _ in range(600):
+        st = await r.handle.query("status", result_type=RolloutStatus)
+        if pred(st):
+            return st
+        await r.env.sleep(5)
+    raise AssertionError(f"status never matched; last: {st}")
+
+
+# ---- validation (pure: the loader, no Temporal) ------------------------------------------------------------------
+
+
+def _release(tmp: Path, objects: list[dict[str, Any]], strategy: dict[str, Any],
+             templates: list[dict[str, Any]] | None = None) -> Path:
+    (tmp / "m.yaml").write_text(yaml.safe_dump_all(objects))
+    spec = {"app": "shop", "environment": "prod", "namespace": "shop", "manifests": ["m.yaml"], "strategy": strategy,
+            "analysisTemplates": templates or []}
+    (tmp / "release.yaml").write_text(yaml.safe_dump(spec))
+    return tmp / "release.yaml"
+
+
+def _workload(kind: str, name: str = "web", **spec: Any) -> dict[str, Any]:
+    tpl = {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}}
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "template": tpl, **spec}}
+
+
+def _svc(name: str, app: str = "web") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"app": app}, "ports": [{"port": 80}]}}
+
+
+@pytest.mark.parametrize(("objects", "strategy", "templates", "message"), [
+    ([_workload("DaemonSet")], {"canary": {"steps": [{"setWeight": 10}]}}, None,
+     "DaemonSet/web cannot be rolled out with canary; supported kinds: Deployment, StatefulSet"),
+    ([_workload("Deployment"), _workload("Deployment", "api")], {"canary": {"steps": [{"setWeight": 10}]}}, None,
+     "needs exactly one workload (Deployment/StatefulSet); found: Deployment/web, Deployment/api"),
+    ([_workload("StatefulSet", updateStrategy={"rollingUpdate": {"partition": 2}})],
+     {"canary": {"steps": [{"setWeight": 10}]}}, None, "the canary steps set the partition"),
+    ([_workload("Deployment"), _svc("web")], {"blueGreen": {"activeService": "web", "previewService": "web-pre"}},
+     None, "strategy.blueGreen.previewService: Service 'web-pre' is not in the release's manifests"),
+    ([_workload("Deployment"), _svc("web"), _svc("web-pre", app="other")],
+     {"blueGreen": {"activeService": "web", "previewService": "web-pre"}}, None,
+     "the selector must match the pods of Deployment/web (strategy.blueGreen.previewService)"),
+    ([_workload("Deployment")], {"canary": {"steps": [{"analysis": {"templates": [{"templateName": "nope"}]}}]}},
+     None, "strategy.canary.steps[0].analysis.templates[0].templateName: unknown analysis template 'nope'"),
+    ([_workload("Deployment")], {"canary": {"steps": [{"setWeight": 10, "pause": {}}]}}, None,
+     "a step is exactly one of setWeight, pause, analysis"),
+])
+def test_bad_strategies_are_refused_before_any_side_effect(tmp_path: Path, objects: list[dict[str, Any]],
+                                                           strategy: dict[str, Any], templates: Any,
+                                                           message: str) -> None:
+    with pytest.raises(ReleaseError) as e:
+        load_manifests(load_spec(_release(tmp_path, objects, strategy, templates)))
+    assert message in str(e.value), str(e.value)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_rollback_redeploy_of_a_canary_release_is_not_stepped(env: WorkflowEnvironment) -> None:
+    f = ProgFakes()
+    res = await _run(env, f, spec({"canary": {"steps": [{"setWeight": 30}, {"pause": {}}]}}, from_revision=1))
+    assert res.outcome == Outcome.SUCCEEDED and res.progressive is None
+    assert f.calls == ["prepare_release", "snapshot_release", "apply_release", "wait_ready", *TAIL]
+
+
+def test_status_lines_say_step_weight_pause_reason_and_measurements() -> None:
+    from datetime import UTC, datetime
+
+    from contract.strategy import PromotionRecord, StrategyKind, StrategyStatus
+
+    at = datetime(2026, 11, 27, 10, 42, 7, tzinfo=UTC)
+    st = StrategyStatus(strategy=StrategyKind.CANARY, step=3, steps=5, step_name="analysis errors", weight=20,
+                        canary_replicas=1, stable_replicas=4, paused_reason="analysis errors inconclusive",
+                        analysis_phase="Inconclusive",
+                        measurements=[Measurement(metric="error-rate", template="errors", value="[0.07]",
+                                                  phase=AnalysisPhase.INCONCLUSIVE, started_at=at, finished_at=at)],
+                        promotions=[PromotionRecord(approver="alice", at=at, step=3, reason="inconclusive analysis")])
+    assert st.lines() == [
+        "canary step 3/5 analysis errors: weight 20% (1 canary / 4 stable pods)",
+        "paused: analysis errors inconclusive",
+        "analysis: last Inconclusive",
+        "measurement errors/error-rate 10:42:07: [0.07] → Inconclusive",
+        "promoted by alice at 10:42:07 (inconclusive analysis)",
+    ]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_workflow_cancel_mid_analysis_scales_the_canary_to_zero_then_rolls_back(env: WorkflowEnvironment) -> None:
+    f = ProgFakes(values=[0.01] * 10, hold={"measure_metric#2"})
+    s = spec({"canary": {"steps": [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "errors"}]}}]}})
+    async with Run(env, f, s) as r:
+        assert r.handle is not None
+        await r.when_started("measure_metric#2")
+        await r.handle.cancel()
+        res = await r.result()
+    assert res.outcome == Outcome.ABORTED and res.cause == "workflow cancelled"  # a Canceled run, as reported
+    assert [c for c in f.calls if not c.startswith("cancelled:")] == HEAD + [
+        "set_traffic:canary-weight:20", "wait_ready", "set_traffic:info", "measure_metric", "measure_metric",
+        "set_traffic:canary-abort", "rollback_release", "wait_ready", "finalize_revision:rolled-back"]

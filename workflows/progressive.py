@@ -1,0 +1,429 @@
+"""Canary and blue-green steps, as workflow code (issue 11). Deterministic: every cluster change is the
+``set_traffic`` activity (``activities.traffic``), every measurement ``workflows.analysis.run_analysis``.
+
+Called by ``RolloutWorkflow.run`` in place of "apply + wait ready" when the release's strategy is not rolling
+(behind ``workflow.patched("progressive-v1")``; the rolling path's commands are unchanged). The rollout's own
+machinery stays in charge of everything else: pause/resume/abort signals, the rollback saga, bake, prune,
+finalize. This module adds the steps, the ``promote`` decisions and what must happen to traffic before a
+rollback (``stop_traffic``: canary to 0 pods, or activeService switched back).
+
+History cost (bounded history, issue 11): a setWeight step is 2 activities (set_traffic, wait_ready) ≈ 12 events
+plus one search-attribute upsert; a pause is 1 timer or 1 update ≈ 3 events; each analysis measurement is one
+``measure_metric`` activity (3 events) plus one interval timer (2 events) — about 5 events. Temporal warns at
+10 240 events and fails at 51 200: a background analysis measuring every 10 s for 1 h is ~1 800 events, so canaries
+of a few hours fit; longer ones need a longer interval (the status keeps the last 200 measurements).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import math
+from collections.abc import Awaitable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+
+with workflow.unsafe.imports_passed_through():
+    from contract.analysis import (
+        AnalysisArgs,
+        AnalysisPhase,
+        AnalysisRef,
+        AnalysisResult,
+        Measurement,
+        resolve_templates,
+    )
+    from contract.models import ApplyInput, ObjectRef, Phase, ReleasePlan, RevisionRef, Step
+    from contract.spec import Promotion, ReleaseSpec
+    from contract.strategy import (
+        MAX_MEASUREMENTS_KEPT,
+        PromotionRecord,
+        StrategyKind,
+        StrategyStatus,
+    )
+    from contract.traffic import TrafficAction, TrafficInput, TrafficResult
+    from workflows.analysis import run_analysis
+
+if TYPE_CHECKING:
+    from workflows.rollout import RolloutWorkflow
+
+T = TypeVar("T")
+PATCH_PROGRESSIVE = "progressive-v1"
+SA_STEP = SearchAttributeKey.for_keyword("RolloutStep")
+TRAFFIC_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                            maximum_interval=timedelta(seconds=10), maximum_attempts=10,
+                            non_retryable_error_types=["InvalidRelease", "InvalidManifest", "Forbidden"])
+
+
+class AnalysisFailed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Progressive:
+    """One canary or blue-green run inside a ``RolloutWorkflow``."""
+
+    def __init__(self, wf: RolloutWorkflow, spec: ReleaseSpec, plan: ReleasePlan, revision: RevisionRef,
+                 target: ObjectRef) -> None:
+        self.wf, self.spec, self.plan, self.revision, self.target = wf, spec, plan, revision, target
+        kind = spec.strategy.kind
+        steps = len(spec.strategy.canary.steps) if spec.strategy.canary else 0
+        self.st = StrategyStatus(strategy=kind, steps=steps)
+        self.step_enum = Step.CANARY if kind == StrategyKind.CANARY else Step.BLUE_GREEN
+        self.live = False  # the target existed: traffic was actually steered
+        self.switched_at: datetime | None = None  # blue-green: when activeService went to the preview
+        self.promoted = False
+        self.full = False
+        self.stable_hash = ""  # blue-green: the stable ReplicaSet activeService is pinned to
+        self.background: asyncio.Task[AnalysisResult] | None = None
+        wf._status.progressive = self.st
+
+    # ---- entry points called by RolloutWorkflow ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        prep = await self.traffic(TrafficAction.PREPARE, summary=f"prepare {self.target.kind}/{self.target.name}")
+        self.live = prep.live
+        if not prep.live:
+            # Nothing to compare a canary with: the first rollout applies the release as a rolling one (Argo
+            # does the same: the first revision goes straight to 100%).
+            self._tag("first-rollout")
+            await self.apply(None)
+            await self.wf._wait_ready(self.spec, self.plan.workloads, self.spec.health.progress_deadline_seconds)
+            self.st.weight = 100
+            self.st.step_name = "first rollout of the workload: applied as rolling"
+            return
+        try:
+            if self.spec.strategy.canary is not None:
+                await self._canary()
+            else:
+                await self._blue_green()
+        finally:
+            if self.background is not None and not self.background.done():
+                self.background.cancel()
+
+    async def stop_traffic(self, cause: str) -> None:
+        """Before the rollback: take the new version out of traffic as fast as possible. Never abortable."""
+        if not self.live:
+            return
+        started = workflow.now()
+        if self.spec.strategy.canary is not None:
+            if not self.promoted or self.target.kind == "Deployment":
+                await self.traffic(TrafficAction.CANARY_ABORT, abortable=False,
+                                   summary=f"abort canary: scale {self.target.name}-canary to 0 ({cause[:80]})")
+                self.st.weight, self.st.canary_replicas = 0, 0
+        elif self.switched_at is not None:
+            # Only the switch back here (seconds); the preview goes after the rollback (after_rollback).
+            await self.traffic(TrafficAction.SWITCH_BACK, abortable=False,
+                               summary="switch activeService back to the stable pods")
+            self.st.switch_back_seconds = (workflow.now() - started).total_seconds()
+            self.st.active = "stable"
+        self._tag("aborted")
+        self.wf._touch()
+
+    async def after_rollback(self) -> None:
+        """Blue-green: Services back to the release's selectors, preview deleted. A StatefulSet keeps its
+        partition through the rollback (the previous template goes back to the pods that had the new one);
+        afterwards every pod may follow the template again."""
+        if self.live and self.spec.strategy.blue_green is not None:
+            await self.traffic(TrafficAction.BG_CLEANUP, abortable=False,
+                               summary="blue-green cleanup: Services back to the release's selectors, preview deleted")
+        if self.live and self.spec.strategy.canary is not None and self.target.kind == "StatefulSet":
+            await self.traffic(TrafficAction.PARTITION_RESET, abortable=False, summary="partition back to 0")
+            # With the partition still set, the rollback's wait judged only the ordinals below it; now all pods.
+            await self.wf._wait_ready(self.spec, [self.target], self.spec.health.progress_deadline_seconds,
+                                      step=Step.ROLLBACK, abortable=False)
+
+    # ---- canary -----------------------------------------------------------------------------------------------
+
+    async def _canary(self) -> None:
+        canary = self.spec.strategy.canary
+        assert canary is not None
+        # StatefulSet: the whole release is applied (the partition holds every pod on the old template).
+        # Deployment: the stable keeps its template until the promotion; the canary Deployment carries the new one.
+        await self.apply(exclude=[self.target] if self.target.kind == "Deployment" else [])
+        others = [w for w in self.plan.workloads if not _same(w, self.target)]
+        if others:
+            await self.wf._wait_ready(self.spec, others, self.spec.health.progress_deadline_seconds)
+        for i, step in enumerate(canary.steps):
+            if self.full:
+                break
+            self.st.step, self.st.step_name = i + 1, step.label
+            self.wf._touch()
+            if canary.analysis is not None and i == canary.analysis.starting_step:
+                await self._start_background(canary.analysis)
+            await self.wf._checkpoint()
+            await self._after_step(i + 1)
+            if step.set_weight is not None:
+                self._tag("setWeight")
+                await self._set_weight(step.set_weight)
+            elif step.pause is not None:
+                self._tag("pause")
+                secs = step.pause.seconds
+                why = (f"pause {secs:g}s (step {i + 1}/{len(canary.steps)}); promote to continue now" if secs is not None
+                       else f"paused at step {i + 1}/{len(canary.steps)}: rollwright rollout promote to continue")
+                await self._pause(secs, why, step=i + 1, reason="pause")
+            elif step.analysis is not None:
+                self._tag("analysis")
+                await self._analysis(step.analysis, f"step {i + 1}", step=i + 1)
+            await self._after_step(i + 1)
+        await self._stop_background()
+        # Promotion: the stable takes the new template, then the canary goes.
+        self._tag("promote")
+        self.wf._set(Step.PROMOTE, Phase.PROGRESSING, "promoting: the stable workload takes the new template")
+        if self.target.kind == "Deployment":
+            await self.apply(only=[self.target])
+            await self.wf._wait_ready(self.spec, [self.target], self.spec.health.progress_deadline_seconds,
+                                      step=Step.PROMOTE)
+            self.promoted = True
+            await self.traffic(TrafficAction.CANARY_PROMOTED, summary=f"delete {self.target.name}-canary")
+        else:
+            self.promoted = True
+            r = await self.traffic(TrafficAction.CANARY_PROMOTED, summary="partition 0")
+            await self.wf._wait_ready(self.spec, r.wait_for, self.spec.health.progress_deadline_seconds,
+                                      step=Step.PROMOTE)
+        self.st.weight, self.st.canary_replicas, self.st.stable_replicas = 100, 0, self.st.canary_replicas + \
+            self.st.stable_replicas
+        self._tag("promoted")
+
+    async def _set_weight(self, weight: int) -> None:
+        r = await self.traffic(TrafficAction.CANARY_WEIGHT, weight=weight, summary=f"setWeight {weight}")
+        self.st.weight, self.st.canary_replicas, self.st.stable_replicas = weight, r.canary_replicas, r.stable_replicas
+        self.wf._touch()
+        await self.wf._wait_ready(self.spec, r.wait_for, self.spec.health.progress_deadline_seconds, step=Step.CANARY)
+
+    # ---- blue-green -------------------------------------------------------------------------------------------
+
+    async def _blue_green(self) -> None:
+        bg = self.spec.strategy.blue_green
+        assert bg is not None
+        self.st.steps = 4
+        await self.apply(exclude=[self.target])
+        others = [w for w in self.plan.workloads if not _same(w, self.target)]
+        self._set_step(1, "preview")
+        r = await self.traffic(TrafficAction.PREVIEW, summary=f"preview {self.target.name}-preview behind "
+                                                                f"{bg.preview_service}")
+        self.st.canary_replicas, self.st.stable_replicas, self.st.active = r.canary_replicas, r.stable_replicas, \
+            "stable"
+        self.stable_hash = r.stable_hash
+        await self.wf._wait_ready(self.spec, others + r.wait_for, self.spec.health.progress_deadline_seconds,
+                                  step=Step.BLUE_GREEN)
+        if bg.pre_promotion_analysis is not None:
+            self._set_step(2, "prePromotionAnalysis")
+            await self._analysis(bg.pre_promotion_analysis, "prePromotionAnalysis", step=0)
+        await self.wf._checkpoint()
+        if not bg.auto_promotion_enabled:
+            self._tag("pause")
+            await self._pause(None, f"preview ready behind {bg.preview_service}: rollwright rollout promote to "
+                              f"switch {bg.active_service}", step=0, reason="blue-green promotion")
+        elif bg.auto_promotion_seconds:
+            self._tag("pause")
+            await self._pause(float(bg.auto_promotion_seconds),
+                              f"auto-promotion in {bg.auto_promotion_seconds}s; promote to switch now", step=0,
+                              reason="blue-green promotion")
+        self._set_step(3, "switch activeService")
+        await self.traffic(TrafficAction.SWITCH_ACTIVE, summary=f"switch {bg.active_service} to the preview pods")
+        self.switched_at = workflow.now()
+        self.st.active, self.st.weight = "preview", 100
+        self.wf._touch()
+        if bg.post_promotion_analysis is not None:
+            self._tag("postPromotionAnalysis")
+            await self._analysis(bg.post_promotion_analysis, "postPromotionAnalysis", step=0)
+        # The old pods stay up (a switch back is instant) until scaleDownDelaySeconds after the promotion.
+        left = bg.scale_down_delay_seconds - (workflow.now() - self.switched_at).total_seconds()
+        if left > 0:
+            self.wf._status.message = f"old pods kept {math.ceil(left)}s more (scaleDownDelaySeconds)"
+            await self._sleep(left, "scaleDownDelaySeconds")
+        self._set_step(4, "scale down old side")
+        self.wf._set(Step.PROMOTE, Phase.PROGRESSING, "the stable Deployment takes the new template")
+        await self.apply(only=[self.target])
+        await self.wf._wait_ready(self.spec, [self.target], self.spec.health.progress_deadline_seconds,
+                                  step=Step.PROMOTE)
+        self.promoted = True
+        await self.traffic(TrafficAction.BG_CLEANUP, summary="Services back to the release's selectors, preview deleted")
+        self.switched_at = None
+        self._tag("promoted")
+
+    def _set_step(self, k: int, name: str) -> None:
+        self.st.step, self.st.step_name = k, name
+        self._tag(name.split()[0])
+        self.wf._touch()
+
+    # ---- decisions ----------------------------------------------------------------------------------------------
+
+    async def _pause(self, seconds: float | None, why: str, *, step: int, reason: str) -> None:
+        """Waits for ``promote`` (or the duration); abort and a failed background analysis end it too."""
+        wf = self.wf
+        if seconds is not None and seconds <= 0:
+            return
+        before = wf._status.step
+        wf._promotion = None
+        wf._awaiting_promotion = self.st.awaiting_promotion = True
+        self.st.paused_reason = why
+        wf._set(before, Phase.PAUSED, why)
+        wf._upsert(phase=Phase.PAUSED)
+        try:
+            await workflow.wait_condition(
+                lambda: wf._promotion is not None or wf._abort is not None or wf._interrupt is not None,
+                timeout=timedelta(seconds=seconds) if seconds is not None else None,
+                timeout_summary=f"pause {seconds:g}s" if seconds is not None else None)
+        except builtins.TimeoutError:
+            pass
+        finally:
+            wf._awaiting_promotion = self.st.awaiting_promotion = False
+            self.st.paused_reason = None
+        wf._raise_interrupts()
+        p = wf._promotion
+        wf._promotion = None
+        if p is not None:
+            self._record(p, step, reason)
+        wf._set(before, Phase.PROGRESSING, f"promoted by {p.approver}" if p else "pause over")
+
+    def _record(self, p: Promotion, step: int, reason: str) -> None:
+        self.st.promotions.append(PromotionRecord(approver=p.approver, full=p.full, comment=p.comment,
+                                                  at=workflow.now(), step=step, reason=reason))
+        if p.full:
+            self.full = True
+
+    async def _analysis(self, ref: AnalysisRef, where: str, *, step: int) -> None:
+        """Runs one analysis to its end. Failed/Error: the rollout fails (rollback). Inconclusive: waits for a
+        human (promote continues, abort rolls back)."""
+        names = ",".join(t.template_name for t in ref.templates)
+        self.wf._set(Step.ANALYSIS, Phase.PROGRESSING, f"analysis {names} ({where})")
+        args = await self._args(ref)
+        templates = resolve_templates(ref, self.spec.analysis_templates)
+        result = await self._race(run_analysis(templates, args, on_measurement=self._on_measurement,
+                                               ref_args=ref.args))
+        self.st.analysis_phase = result.phase.value
+        self.wf._touch()
+        if result.phase in (AnalysisPhase.FAILED, AnalysisPhase.ERROR):
+            raise AnalysisFailed(f"analysis {names} ({where}) {result.phase.value}: {result.message}")
+        if result.phase == AnalysisPhase.INCONCLUSIVE:
+            self._tag("inconclusive")
+            await self._pause(None, f"analysis {names} ({where}) inconclusive: {result.message}; "
+                              "rollwright rollout promote to continue, abort to roll back",
+                              step=step, reason="inconclusive analysis")
+
+    async def _args(self, ref: AnalysisRef) -> AnalysisArgs:
+        info = await self.traffic(TrafficAction.INFO, summary="pod-template hashes of canary and stable")
+        return AnalysisArgs(namespace=self.spec.namespace, app=self.spec.app, canary_hash=info.canary_hash,
+                            stable_hash=info.stable_hash, canary_labels=info.canary_labels,
+                            stable_labels=info.stable_labels)
+
+    async def _start_background(self, ref: AnalysisRef) -> None:
+        args = await self._args(ref)
+        templates = resolve_templates(ref, self.spec.analysis_templates)
+        names = ",".join(t.template_name for t in ref.templates)
+        self.st.background_analysis = "Running"
+
+        async def watch() -> AnalysisResult:
+            result = await run_analysis(templates, args, on_measurement=self._on_measurement, ref_args=ref.args)
+            if not result.cancelled:
+                self.st.background_analysis = result.phase.value
+                if result.phase in (AnalysisPhase.FAILED, AnalysisPhase.ERROR):
+                    self.wf._interrupt = AnalysisFailed(f"background analysis {names} {result.phase.value}: "
+                                                        f"{result.message}")
+            return result
+
+        self.background = asyncio.create_task(watch())
+
+    async def _after_step(self, step: int) -> None:
+        """Between steps: a failed background analysis fails the rollout; an inconclusive one waits for a human."""
+        self.wf._raise_interrupts()
+        b = self.background
+        if b is not None and b.done() and not b.cancelled() and b.result().phase == AnalysisPhase.INCONCLUSIVE \
+                and self.st.background_analysis == AnalysisPhase.INCONCLUSIVE.value:
+            self.st.background_analysis = "Inconclusive (decided by a human)"
+            self._tag("inconclusive")
+            await self._pause(None, f"background analysis inconclusive: {b.result().message}; rollwright rollout "
+                              "promote to continue, abort to roll back", step=step, reason="inconclusive analysis")
+
+    async def _stop_background(self) -> None:
+        b = self.background
+        if b is None:
+            return
+        if not b.done():
+            b.cancel()
+        try:
+            result = await b
+        except asyncio.CancelledError:
+            result = None
+        self.wf._raise_interrupts()
+        if result is not None and not result.cancelled:
+            self.st.background_analysis = result.phase.value
+        elif self.st.background_analysis == "Running":
+            self.st.background_analysis = "Stopped (promoted)"
+
+    def _on_measurement(self, m: Measurement) -> None:
+        self.st.measurements.append(m)
+        del self.st.measurements[:-MAX_MEASUREMENTS_KEPT]
+        self.wf._touch()
+
+    # ---- plumbing -----------------------------------------------------------------------------------------------
+
+    async def _race(self, aw: Awaitable[T]) -> T:
+        """Awaits ``aw`` unless an abort (or a failed background analysis) comes first: then cancels it."""
+        task = asyncio.ensure_future(aw)
+        wf = self.wf
+        try:
+            await workflow.wait_condition(lambda: task.done() or wf._abort is not None or wf._interrupt is not None)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except BaseException:  # noqa: BLE001 - cancelled on purpose; the abort is what matters
+                pass
+            wf._raise_interrupts()
+        return task.result()
+
+    async def _sleep(self, seconds: float, summary: str) -> None:
+        wf = self.wf
+        try:
+            await workflow.wait_condition(lambda: wf._abort is not None or wf._interrupt is not None,
+                                          timeout=timedelta(seconds=seconds), timeout_summary=summary)
+        except builtins.TimeoutError:
+            pass
+        wf._raise_interrupts()
+
+    async def apply(self, only: list[ObjectRef] | None = None, exclude: list[ObjectRef] | None = None) -> None:
+        what = ("the release" if only is None else ", ".join(str(o) for o in only)) + \
+            (f" except {', '.join(str(o) for o in exclude)}" if exclude else "")
+        await self.wf._step(Step.APPLY if only is None else Step.PROMOTE, "apply_release",
+                            ApplyInput(spec=self.spec, plan=self.plan, revision=self.revision, only=only,
+                                       exclude=exclude or []),
+                            list[str], timeout=timedelta(minutes=5), retry=TRAFFIC_RETRY,
+                            summary=f"server-side apply {what}")
+
+    async def traffic(self, action: TrafficAction, *, summary: str, weight: int = 0,
+                      abortable: bool = True) -> TrafficResult:
+        step = self.wf._status.step if self.wf._status.step in (Step.PROMOTE, Step.ROLLBACK) else self.step_enum
+        return await self.wf._step(step, "set_traffic",
+                                   TrafficInput(spec=self.spec, revision=self.revision, workload=self.target,
+                                                action=action, weight=weight, stable_hash=self.stable_hash),
+                                   TrafficResult, timeout=timedelta(minutes=2), retry=TRAFFIC_RETRY, summary=summary,
+                                   abortable=abortable)
+
+    def _tag(self, value: str) -> None:
+        """``RolloutStep`` search attribute: lets a list filter e.g. ``RolloutStep='inconclusive'``. Only on step
+        changes (each upsert is a history event)."""
+        workflow.upsert_search_attributes([SA_STEP.value_set(value)])
+
+
+def _same(a: ObjectRef, b: ObjectRef) -> bool:
+    return (a.kind, a.name) == (b.kind, b.name)
+
+
+def target_of(spec: ReleaseSpec, plan: ReleasePlan) -> ObjectRef:
+    """The workload the strategy steps (validation already made sure there is exactly one)."""
+    name = spec.strategy.workload
+    allowed = ("Deployment", "StatefulSet") if spec.strategy.kind == StrategyKind.CANARY else ("Deployment",)
+    cands = [w for w in plan.workloads if w.kind in allowed and (name is None or w.name == name)]
+    return cands[0]
+
+
+__all__ = ["PATCH_PROGRESSIVE", "AnalysisFailed", "Progressive", "target_of"]
