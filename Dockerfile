@@ -7,12 +7,13 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS builder
 WORKDIR /src
 RUN python3 -m venv /opt/venv
-# README* (a glob) so the build still works while the README is absent; pyproject.toml always matches.
-COPY pyproject.toml README* ./
-# Dependencies in their own layer, keyed on pyproject.toml only: editing the code (every rollout of the worker
-# itself) then reuses this layer instead of reinstalling everything from the index.
+# Dependencies in their own layer, keyed on pyproject.toml only: editing the code or the README (every rollout of
+# the worker itself) then reuses this layer instead of reinstalling everything from the index.
+COPY pyproject.toml ./
 RUN /opt/venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
  && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+# README* (a glob) so the build still works while the README is absent; the wheel build reads it (project.readme).
+COPY README* ./
 COPY contract ./contract
 COPY releases ./releases
 COPY orchestrator ./orchestrator
