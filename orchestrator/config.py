@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     # Readiness waits run on their own queue (<task_queue>-waits) as async activities over the shared watch
     # cache: a wait costs a coroutine, not a thread, so this bound is about memory, not threads.
     max_concurrent_waits: int = Field(2000, ge=1, le=100000)
+    # Long polls held open per queue. The SDK default (5 workflow-task polls, 1 of them on the shared queue and 4 on
+    # the worker's sticky queue) makes workflow tasks of a fleet queue behind each other: at 20 rollouts each
+    # step transition waited ~0.6 s for a free poll (issue 13). Polls are cheap (one idle gRPC stream each).
+    workflow_task_pollers: int = Field(5, ge=2, le=200)
+    activity_task_pollers: int = Field(5, ge=1, le=200)
     kubeconfig: Path | None = Field(None, description="kubeconfig for activities; in-cluster config when unset")
     # Payload encryption (orchestrator.codec). Keys are secrets: never logged, never in the repo.
     codec_keys: str | None = Field(None, repr=False, description="id=base64key[,id=base64key...]")

@@ -85,8 +85,10 @@ class Fakes:
     block (heartbeating) until ``release(key)`` or a cancel. Call keys are activity names, and
     ``finalize_revision:<status>`` for the finalize calls; the nth call of a name is also ``name#n``."""
 
-    def __init__(self, *, fail: dict[str, str] | None = None, hold: set[str] | None = None) -> None:
+    def __init__(self, *, fail: dict[str, str] | None = None, hold: set[str] | None = None,
+                 prune_count: int | None = None) -> None:
         self.calls: list[str] = []
+        self.prune_count = prune_count  # what snapshot_release reports (None: a worker that did not count)
         self.fail = fail or {}
         self.hold = hold or set()
         self._released: dict[str, asyncio.Event] = {}
@@ -141,7 +143,8 @@ class Fakes:
         @activity.defn(name="snapshot_release")
         async def snapshot_release(inp: SnapshotInput) -> RevisionRef:
             await f._run("snapshot_release")
-            return RevisionRef(namespace="shop", name="rollwright.shop.prod.v2", revision=2, previous_revision=1)
+            return RevisionRef(namespace="shop", name="rollwright.shop.prod.v2", revision=2, previous_revision=1,
+                               prune_count=f.prune_count)
 
         @activity.defn(name="apply_release")
         async def apply_release(inp: Any) -> list[str]:
@@ -279,6 +282,31 @@ async def test_manifests_only_release_skips_build_and_push(env: WorkflowEnvironm
     assert res.outcome == Outcome.SUCCEEDED
     assert f.calls == ["prepare_release", "snapshot_release", "apply_release", "wait_ready", "prune_release",
                        "finalize_revision:deployed"]
+
+
+@pytest.mark.parametrize("prune_count", [0, 1])
+async def test_prune_step_is_skipped_only_when_the_snapshot_counted_nothing_to_prune(
+        env: WorkflowEnvironment, prune_count: int) -> None:
+    """Issue 13: a rollout whose snapshot found nothing to prune has no prune step (one activity and one workflow
+    task less); with something to prune, or no count (older workers: the tests above), the step runs."""
+    f = Fakes(prune_count=prune_count)
+    async with Run(env, f, spec(image=None, health={"progress_deadline_seconds": 60})) as r:
+        res = await r.result()
+        assert r.handle is not None
+        heartbeats: dict[str, str] = {}
+        async for ev in r.handle.fetch_history_events():
+            if ev.HasField("activity_task_scheduled_event_attributes"):
+                a = ev.activity_task_scheduled_event_attributes
+                heartbeats[a.activity_type.name] = f"{a.heartbeat_timeout.ToSeconds()}s"
+    assert res.outcome == Outcome.SUCCEEDED
+    steps = ["prepare_release", "snapshot_release", "apply_release", "wait_ready", "prune_release",
+             "finalize_revision:deployed"]
+    assert f.calls == (steps if prune_count else [c for c in steps if c != "prune_release"])
+    # Every short cluster step has a heartbeat timeout (a lost attempt retries in seconds, not minutes); the wait
+    # keeps its own.
+    for name in ("prepare_release", "snapshot_release", "apply_release", "finalize_revision"):
+        assert heartbeats[name] == "20s", heartbeats
+    assert heartbeats["wait_ready"] == "10s", heartbeats
 
 
 # ---- each step failing ------------------------------------------------------------------------------------------
