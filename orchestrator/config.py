@@ -38,14 +38,18 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     shutdown_timeout_seconds: float = Field(30.0, ge=0, le=3600)
-    max_concurrent_activities: int = Field(20, ge=1, le=1000)
+    # Threads of the main queue's steps (I/O-bound API calls). Above the fleet's concurrent steps, so the server can
+    # hand a step straight back to the worker that scheduled it (eager dispatch needs a free slot); with 20, a
+    # 60-rollout fleet fell back to the task queue, 0.1-3 s per step (issue 13).
+    max_concurrent_activities: int = Field(64, ge=1, le=1000)
     # Readiness waits run on their own queue (<task_queue>-waits) as async activities over the shared watch
     # cache: a wait costs a coroutine, not a thread, so this bound is about memory, not threads.
     max_concurrent_waits: int = Field(2000, ge=1, le=100000)
-    # Long polls held open per queue. The SDK default (5 workflow-task polls, 1 of them on the shared queue and 4 on
-    # the worker's sticky queue) makes workflow tasks of a fleet queue behind each other: at 20 rollouts each
-    # step transition waited ~0.6 s for a free poll (issue 13). Polls are cheap (one idle gRPC stream each).
-    workflow_task_pollers: int = Field(5, ge=2, le=200)
+    # Long polls held open per queue. With the SDK default (5 workflow-task polls, 4 of them on the worker's sticky
+    # queue) the workflow tasks of a fleet queued for free polls: at 60 rollouts 20 of a rollout's 30 s were spent
+    # there, 8-10 s with 20 polls (issue 13). A poll is one idle gRPC call. Activity polls stay at the default: each
+    # holds an activity slot.
+    workflow_task_pollers: int = Field(20, ge=2, le=200)
     activity_task_pollers: int = Field(5, ge=1, le=200)
     kubeconfig: Path | None = Field(None, description="kubeconfig for activities; in-cluster config when unset")
     # Payload encryption (orchestrator.codec). Keys are secrets: never logged, never in the repo.
