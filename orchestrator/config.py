@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # holds an activity slot.
     workflow_task_pollers: int = Field(20, ge=2, le=200)
     activity_task_pollers: int = Field(5, ge=1, le=200)
+    # Waits are never dispatched eagerly (their own queue), so these polls bound how fast waits start: with 5, a
+    # 200-rollout fleet's waits queued 16 s for a poll (issue 13). Waits have 2000 slots, so polls cost no slot.
+    wait_task_pollers: int = Field(40, ge=1, le=500)
     kubeconfig: Path | None = Field(None, description="kubeconfig for activities; in-cluster config when unset")
     # Payload encryption (orchestrator.codec). Keys are secrets: never logged, never in the repo.
     codec_keys: str | None = Field(None, repr=False, description="id=base64key[,id=base64key...]")

@@ -63,7 +63,7 @@ def build_wait_worker(client: Client, settings: Settings, waits: ReadinessActivi
     return Worker(
         client, task_queue=waits_queue(settings.task_queue), activities=[waits.wait_ready],
         max_concurrent_activities=settings.max_concurrent_waits,
-        max_concurrent_activity_task_polls=settings.activity_task_pollers,
+        max_concurrent_activity_task_polls=settings.wait_task_pollers,
         # An abort reaches a wait in a heartbeat's answer; the SDK would otherwise send one every 8 s (0.8 x the
         # 10 s heartbeat timeout). 2 s keeps an abort honoured within seconds for at most N/2 heartbeats/s.
         max_heartbeat_throttle_interval=timedelta(seconds=2), default_heartbeat_throttle_interval=timedelta(seconds=2),
