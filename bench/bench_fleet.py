@@ -195,6 +195,26 @@ class TreeSampler(threading.Thread):
         return round(self.peak_mb, 1)
 
 
+async def lost_tasks(client: Client, workflow_ids: list[str]) -> dict[str, int]:
+    """Over all rollouts of a run: workflow tasks that timed out after being handed to a worker (a task the worker
+    never got: 10 s lost each) and activity attempts retried after a timeout (start-to-close or heartbeat)."""
+    out = {"workflow_task_timeouts": 0, "activity_timeout_retries": 0}
+    sem = asyncio.Semaphore(10)
+
+    async def one(wid: str) -> None:
+        async with sem:
+            async for ev in client.get_workflow_handle(wid).fetch_history_events():
+                if ev.HasField("workflow_task_timed_out_event_attributes"):
+                    out["workflow_task_timeouts"] += 1
+                elif ev.HasField("activity_task_started_event_attributes"):
+                    a = ev.activity_task_started_event_attributes
+                    if a.attempt > 1 and a.last_failure.HasField("timeout_failure_info"):
+                        out["activity_timeout_retries"] += 1
+
+    await asyncio.gather(*(one(w) for w in workflow_ids))
+    return out
+
+
 def namespaces(prefix: str, n: int) -> list[str]:
     names = [f"{prefix}-{i}" for i in range(n)]
     docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in names]
@@ -246,13 +266,14 @@ async def run_rollwright(client: Client, queue: str, n: int, replicas: int, neve
         if not ok:
             wrong.append(f"{specs[i].app}: {r.outcome.value} {r.cause}")
     samples = [timeline(history_events(f"rollout.{s.app}.bench")) for s in specs[never:][::max(1, (n - never) // 5)][:5]]
+    lost = await lost_tasks(client, [f"rollout.{s.app}.bench" for s in specs])
     events = [x["events"] for x in samples]
     drop(nss)
     return {"n": n, "never_ready": never, "workers": len(workers), "wall_s": round(wall, 2),
             "p50_s": pct(healthy, 50), "p95_s": pct(healthy, 95), "worker_peak_rss_mb": rss, "worker_cpu_s": cpu,
             "apiserver_req_per_s": round((req1 - req0) / wall, 1), "history_events_per_rollout":
             round(statistics.mean(events), 1) if events else None, "outcomes": outcomes, "wrong": wrong[:10],
-            "client_start_p50_s": pct(starts, 50), "profile": profile(samples)}
+            "client_start_p50_s": pct(starts, 50), "profile": profile(samples), "lost_tasks": lost}
 
 
 def run_kubectl(n: int, replicas: int, tmp: Path) -> dict[str, Any]:
