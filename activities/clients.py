@@ -23,6 +23,7 @@ from temporalio.client import Client
 from activities.kube import KubeFactory
 from contract.models import ProgressReport
 from releases import mirrors
+from releases.bundle import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Clients:
         return mirrors.registry_url(registry, self.insecure_registries)
 
     def http(self, timeout: float = 10) -> httpx.Client:
-        return httpx.Client(timeout=timeout)
+        return httpx.Client(timeout=timeout, verify=tls_context())  # one TLS context per process, not per call
 
     def report_progress(self, report: ProgressReport, *, min_interval: float = 2.0) -> None:
         """Best effort and never blocking: signals the workflow when what an activity observes has changed, at most
@@ -86,8 +87,12 @@ class Clients:
         if not task.cancelled() and task.exception() is not None:  # advisory: never fail the step because of it
             log.debug("progress signal failed: %s", task.exception())
 
+    def forget_progress(self) -> None:
+        """Drops the calling activity's rate-limit entry (the table must not grow with every wait)."""
+        self._last_report.pop(f"{activity.info().workflow_id}/{activity.info().activity_id}", None)
+
     def flush_progress(self, report: ProgressReport) -> None:
         """Sends the final observation regardless of the rate limit (the workflow then has the end state); forgets
         the activity's rate-limit entry so the table does not grow with every wait."""
         self.report_progress(report, min_interval=0)
-        self._last_report.pop(f"{activity.info().workflow_id}/{activity.info().activity_id}", None)
+        self.forget_progress()

@@ -47,6 +47,9 @@ class Kube:
         else:
             config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None, context=context,
                                     client_configuration=cfg)
+        # One pooled connection per concurrent caller: the default pool (10) discarded connections as soon as more
+        # steps ran at once (64 activity slots, the watch cache's threads), and each new one is a TLS handshake.
+        cfg.connection_pool_maxsize = 128
         self.api = client.ApiClient(cfg)
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)

@@ -20,6 +20,7 @@ from activities import revisions as rec
 from activities.bundles import local_spec
 from activities.clients import Clients
 from activities.errors import api_message, from_api, invalid_release, is_invalid_input
+from activities.keepalive import keepalive
 from activities.kube import Kube, ref_of
 from activities.objects import release_objects
 from activities.source import source_tag
@@ -33,6 +34,7 @@ class PrepareActivities:
         self.c = clients
 
     @activity.defn(name="prepare_release")
+    @keepalive
     def prepare_release(self, inp: PrepareInput) -> ReleasePlan:
         spec = inp.spec
         kube = self.c.kube(spec.kube_context)

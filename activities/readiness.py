@@ -55,6 +55,7 @@ class ReadinessActivities:
             progress = WaitProgress.model_validate(info.heartbeat_details[0])
             log.info("resuming readiness wait from heartbeat (attempt %d, %d s left)", info.attempt,
                      int(progress.deadline_at - now))
+        began = time.monotonic()
         cache = self.caches(inp.kube_context)
         kinds = _kinds(inp)
         changed = cache.subscribe(inp.namespace)
@@ -73,9 +74,14 @@ class ReadinessActivities:
                     self.c.flush_progress(ProgressReport(workloads=statuses))
                     raise ApplicationError(failure, type="WorkloadFailed", non_retryable=True)
                 if done:
-                    self.c.flush_progress(ProgressReport(workloads=statuses))
+                    # The result carries the end state to the workflow: no extra signal (each one is a history
+                    # event and usually one more workflow task, issue 13).
+                    self.c.forget_progress()
                     return WaitResult(workloads=statuses, seconds=round(time.time() - progress.started_at, 3))
-                self.c.report_progress(ProgressReport(workloads=statuses))
+                if time.monotonic() - began >= TICK_SECONDS:
+                    # Live progress only for a wait that lasts: most healthy waits end within a tick, and their
+                    # result says the same thing.
+                    self.c.report_progress(ProgressReport(workloads=statuses))
                 left = progress.deadline_at - time.time()
                 if left <= 0:
                     pending = "; ".join(f"{s.kind.lower()} {s.name}: {s.message}" for s in statuses if not s.ready_now)

@@ -17,6 +17,7 @@ from activities import fieldsets
 from activities import revisions as rec
 from activities.clients import Clients
 from activities.errors import from_api
+from activities.keepalive import keepalive
 from activities.kube import Kube, ref_of
 from activities.objects import check_digest, recorded_payload, release_objects
 from contract import FIELD_MANAGER
@@ -45,6 +46,7 @@ class ReleaseActivities:
         self.c = clients
 
     @activity.defn(name="snapshot_release")
+    @keepalive
     def snapshot_release(self, inp: SnapshotInput) -> RevisionRef:
         spec = inp.spec
         kube = self.c.kube(spec.kube_context)
@@ -96,6 +98,7 @@ class ReleaseActivities:
             raise from_api(e, "snapshot") from None
 
     @activity.defn(name="apply_release")
+    @keepalive
     def apply_release(self, inp: ApplyInput) -> list[str]:
         spec = inp.spec
         kube = self.c.kube(spec.kube_context)
@@ -118,6 +121,7 @@ class ReleaseActivities:
         return done
 
     @activity.defn(name="rollback_release")
+    @keepalive
     def rollback_release(self, inp: RollbackInput) -> RollbackResult:
         kube = self.c.kube(inp.spec.kube_context)
         payload = _payload(kube, inp.revision)
@@ -147,6 +151,7 @@ class ReleaseActivities:
         return out
 
     @activity.defn(name="finalize_revision")
+    @keepalive
     def finalize_revision(self, inp: FinalizeInput) -> None:
         spec = inp.spec
         kube = self.c.kube(spec.kube_context)
@@ -172,6 +177,7 @@ class ReleaseActivities:
             raise from_api(e, "finalize") from None
 
     @activity.defn(name="prune_release")
+    @keepalive
     def prune_release(self, inp: PruneInput) -> PruneResult:
         """Deletes the objects the previous deployed revision had and this one dropped (the inventory is the
         revision record), unless annotated ``rollwright.io/prune: "false"`` or no longer Rollwright's.
@@ -243,4 +249,5 @@ def _ref(secret: dict[str, Any], payload: dict[str, Any] | None = None) -> Revis
     md = secret["metadata"]
     return RevisionRef(namespace=md["namespace"], name=md["name"], revision=int(md["labels"][rec.L_REV]),
                        previous_revision=payload.get("previous_revision"),
-                       created=[ObjectRef.model_validate(p["ref"]) for p in payload["previous"] if p["object"] is None])
+                       created=[ObjectRef.model_validate(p["ref"]) for p in payload["previous"] if p["object"] is None],
+                       prune_count=len(payload.get("prune", [])))

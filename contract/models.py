@@ -116,6 +116,9 @@ class RevisionRef(_Msg):
     revision: int
     previous_revision: int | None = None
     created: list[ObjectRef] = Field(default_factory=list)  # objects that did not exist before this release
+    # How many objects the prune step would delete (None: recorded by a worker that did not count them). The
+    # workflow skips the prune step when it is 0: one activity and one workflow task less per rollout.
+    prune_count: int | None = None
 
 
 class WorkloadStatus(_Msg):

@@ -39,10 +39,22 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     shutdown_timeout_seconds: float = Field(30.0, ge=0, le=3600)
-    max_concurrent_activities: int = Field(20, ge=1, le=1000)
+    # Threads of the main queue's steps (I/O-bound API calls). Above the fleet's concurrent steps, so the server can
+    # hand a step straight back to the worker that scheduled it (eager dispatch needs a free slot); with 20, a
+    # 60-rollout fleet fell back to the task queue, 0.1-3 s per step (issue 13).
+    max_concurrent_activities: int = Field(64, ge=1, le=1000)
     # Readiness waits run on their own queue (<task_queue>-waits) as async activities over the shared watch
     # cache: a wait costs a coroutine, not a thread, so this bound is about memory, not threads.
     max_concurrent_waits: int = Field(2000, ge=1, le=100000)
+    # Long polls held open per queue. With the SDK default (5 workflow-task polls, 4 of them on the worker's sticky
+    # queue) the workflow tasks of a fleet queued for free polls: at 60 rollouts 20 of a rollout's 30 s were spent
+    # there, 8-10 s with 20 polls (issue 13). A poll is one idle gRPC call. Activity polls stay at the default: each
+    # holds an activity slot.
+    workflow_task_pollers: int = Field(20, ge=2, le=200)
+    activity_task_pollers: int = Field(5, ge=1, le=200)
+    # Waits are never dispatched eagerly (their own queue), so these polls bound how fast waits start: with 5, a
+    # 200-rollout fleet's waits queued 16 s for a poll (issue 13). Waits have 2000 slots, so polls cost no slot.
+    wait_task_pollers: int = Field(40, ge=1, le=500)
     kubeconfig: Path | None = Field(None, description="kubeconfig for activities; in-cluster config when unset")
     # Worker Versioning (README "Upgrading the worker itself"). Both set: the worker polls as version
     # <deployment>/<build id> of a Temporal Worker Deployment, and gets work only once that version is current

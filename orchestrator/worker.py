@@ -99,6 +99,7 @@ def build_wait_worker(client: Client, settings: Settings, waits: ReadinessActivi
     return Worker(
         client, task_queue=waits_queue(settings.task_queue), activities=[waits.wait_ready],
         max_concurrent_activities=settings.max_concurrent_waits,
+        max_concurrent_activity_task_polls=settings.wait_task_pollers,
         # An abort reaches a wait in a heartbeat's answer; the SDK would otherwise send one every 8 s (0.8 x the
         # 10 s heartbeat timeout). 2 s keeps an abort honoured within seconds for at most N/2 heartbeats/s.
         max_heartbeat_throttle_interval=timedelta(seconds=2), default_heartbeat_throttle_interval=timedelta(seconds=2),
@@ -113,6 +114,8 @@ def build_worker(client: Client, settings: Settings, clients: Clients, executor:
         activities=activities_for(clients, waits, settings.prometheus_url),
         deployment_config=deployment_config(settings),
         activity_executor=executor, max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_task_polls=settings.workflow_task_pollers,
+        max_concurrent_activity_task_polls=settings.activity_task_pollers,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout_seconds),
         # A spec that fails validation at decode time fails the workflow instead of retrying its task forever.
         workflow_failure_exception_types=[pydantic.ValidationError],
@@ -171,6 +174,13 @@ async def run(settings: Settings) -> None:
             await asyncio.sleep(3)
 
     prober = asyncio.create_task(probe())
+    # Build the default cluster client now, not in the first activities: its first use imports the kubernetes API
+    # modules and reads the kubeconfig under the factory's lock, which made the first fleet of prepares queue for
+    # seconds behind each other (issue 13). Best effort: a broken kubeconfig fails the activities, as before.
+    try:
+        await asyncio.to_thread(clients.kube)
+    except Exception as e:
+        log.warning("cluster client not ready at start (activities will retry): %s", e)
     with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities + 4) as executor:
         waits = ReadinessActivities(clients)  # one shared watch cache for both workers of this process
         worker = build_worker(client, settings, clients, executor, waits)

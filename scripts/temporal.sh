@@ -14,7 +14,12 @@ up() {
   if "$TEMPORAL" operator cluster health --address "127.0.0.1:$PORT" >/dev/null 2>&1; then
     log "temporal: dev server already serving on 127.0.0.1:$PORT, reused"; return; fi
   args=(server start-dev --ip 127.0.0.1 --port "$PORT" --ui-port "$UI_PORT" --http-port "$((PORT + 10))"
-        --metrics-port "$((PORT + 11))" --db-filename "$STATE/temporal.db" --log-level warn)
+        --metrics-port "$((PORT + 11))" --db-filename "$STATE/temporal.db" --log-level warn
+        # SQLite in WAL mode, synced at checkpoints rather than at every commit: the default (rollback journal,
+        # fsync per transaction) made every workflow-task round trip wait on the disk; a 60-rollout fleet took
+        # 19-35 s instead of 16-19 s (bench/RESULTS.md, issue 13). A crash of the machine may lose the last
+        # commits of this local dev server; production runs on PostgreSQL (deploy/).
+        --sqlite-pragma journal_mode=wal --sqlite-pragma synchronous=normal)
   for a in "${SA[@]}"; do args+=(--search-attribute "$a"); done
   # Worker Versioning (README "Upgrading the worker itself"): a version's drainage status is refreshed every 3 min
   # after a 3 min grace period by default; 5 s each lets `rollwright worker upgrade` see the old version drained

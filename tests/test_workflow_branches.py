@@ -85,8 +85,11 @@ class Fakes:
     block (heartbeating) until ``release(key)`` or a cancel. Call keys are activity names, and
     ``finalize_revision:<status>`` for the finalize calls; the nth call of a name is also ``name#n``."""
 
-    def __init__(self, *, fail: dict[str, str] | None = None, hold: set[str] | None = None) -> None:
+    def __init__(self, *, fail: dict[str, str] | None = None, hold: set[str] | None = None,
+                 prune_count: int | None = None, lose: set[str] | None = None) -> None:
         self.calls: list[str] = []
+        self.lose = lose or set()  # names whose first attempt is "lost": started, then never a heartbeat or result
+        self.prune_count = prune_count  # what snapshot_release reports (None: a worker that did not count)
         self.fail = fail or {}
         self.hold = hold or set()
         self._released: dict[str, asyncio.Event] = {}
@@ -104,6 +107,8 @@ class Fakes:
         keys = [key, f"{key}#{n}"]
         for k in keys:
             self.started(k).set()
+        if key in self.lose and activity.info().attempt == 1:
+            await asyncio.Event().wait()  # like a dispatch that never reached a worker: no heartbeat, no result
         for k in keys:
             if k in self.hold:
                 ev = self._released.setdefault(k, asyncio.Event())
@@ -141,7 +146,8 @@ class Fakes:
         @activity.defn(name="snapshot_release")
         async def snapshot_release(inp: SnapshotInput) -> RevisionRef:
             await f._run("snapshot_release")
-            return RevisionRef(namespace="shop", name="rollwright.shop.prod.v2", revision=2, previous_revision=1)
+            return RevisionRef(namespace="shop", name="rollwright.shop.prod.v2", revision=2, previous_revision=1,
+                               prune_count=f.prune_count)
 
         @activity.defn(name="apply_release")
         async def apply_release(inp: Any) -> list[str]:
@@ -279,6 +285,47 @@ async def test_manifests_only_release_skips_build_and_push(env: WorkflowEnvironm
     assert res.outcome == Outcome.SUCCEEDED
     assert f.calls == ["prepare_release", "snapshot_release", "apply_release", "wait_ready", "prune_release",
                        "finalize_revision:deployed"]
+
+
+@pytest.mark.parametrize("prune_count", [0, 1])
+async def test_prune_step_is_skipped_only_when_the_snapshot_counted_nothing_to_prune(
+        env: WorkflowEnvironment, prune_count: int) -> None:
+    """Issue 13: a rollout whose snapshot found nothing to prune has no prune step (one activity and one workflow
+    task less); with something to prune, or no count (older workers: the tests above), the step runs."""
+    f = Fakes(prune_count=prune_count)
+    async with Run(env, f, spec(image=None, health={"progress_deadline_seconds": 60})) as r:
+        res = await r.result()
+        assert r.handle is not None
+        heartbeats: dict[str, str] = {}
+        async for ev in r.handle.fetch_history_events():
+            if ev.HasField("activity_task_scheduled_event_attributes"):
+                a = ev.activity_task_scheduled_event_attributes
+                heartbeats[a.activity_type.name] = f"{a.heartbeat_timeout.ToSeconds()}s"
+    assert res.outcome == Outcome.SUCCEEDED
+    steps = ["prepare_release", "snapshot_release", "apply_release", "wait_ready", "prune_release",
+             "finalize_revision:deployed"]
+    assert f.calls == (steps if prune_count else [c for c in steps if c != "prune_release"])
+    # Every short cluster step has a heartbeat timeout (a lost attempt retries in seconds, not minutes); the wait
+    # keeps its own.
+    for name in ("prepare_release", "snapshot_release", "apply_release", "finalize_revision"):
+        assert heartbeats[name] == "20s", heartbeats
+    assert heartbeats["wait_ready"] == "10s", heartbeats
+
+
+async def test_a_lost_attempt_of_a_short_step_is_retried_after_its_heartbeat_timeout(env: WorkflowEnvironment) -> None:
+    """Issue 13: a prepare_release attempt that was handed out but never ran sat until its 3-minute start-to-close
+    timeout. Short steps now have a 20 s heartbeat timeout (they send keep-alive heartbeats while they run), so
+    the server gives up on the silent attempt and the retry runs (the result arrives within Run.result's 60 s,
+    which a 3-minute timeout could not)."""
+    f = Fakes(lose={"prepare_release"})
+    async with Run(env, f, spec(image=None, health={"progress_deadline_seconds": 60})) as r:
+        res = await r.result()
+        assert r.handle is not None
+        attempts = [ev.activity_task_started_event_attributes.attempt async for ev in r.handle.fetch_history_events()
+                    if ev.HasField("activity_task_started_event_attributes")]
+    assert res.outcome == Outcome.SUCCEEDED, res
+    assert f.calls[:3] == ["prepare_release", "prepare_release", "snapshot_release"]
+    assert attempts[0] == 2, attempts  # prepare's completed attempt is the second one
 
 
 # ---- each step failing ------------------------------------------------------------------------------------------

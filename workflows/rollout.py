@@ -82,6 +82,14 @@ PATCH_TRUE_OUTCOMES = "true-outcomes-v1"  # finding 6: outcomes that say what ha
 PATCH_BAKE_HEARTBEAT = "bake-heartbeat-covers-probes-v1"  # finding 7
 PATCH_PRUNE = "prune-v1"  # finding 9: delete what the previous release had and this one dropped
 PATCH_WAITS_QUEUE = "waits-own-queue-v1"  # issue 13: wait_ready on <task queue>-waits, never ahead of applies
+PATCH_SKIP_EMPTY_PRUNE = "skip-empty-prune-v1"  # issue 13: no prune step when the snapshot found nothing to prune
+PATCH_SHORT_HEARTBEAT = "short-steps-heartbeat-v1"  # issue 13: a lost attempt of a short step retries in seconds
+# Heartbeat timeout of the short cluster steps (prepare, snapshot, apply, prune, finalize, rollback): they send a
+# keep-alive heartbeat every few seconds while running (activities/keepalive.py), so an attempt whose task never
+# reached a worker is retried after this, not after its start-to-close timeout (minutes).
+SHORT_STEP_HEARTBEAT = timedelta(seconds=20)
+SHORT_STEPS = frozenset({"prepare_release", "snapshot_release", "apply_release", "prune_release",
+                         "finalize_revision", "rollback_release"})
 
 T = TypeVar("T")
 
@@ -234,7 +242,10 @@ class RolloutWorkflow:
                     timeout=timedelta(seconds=spec.health.bake_seconds + 300), retry=QUICK,
                     heartbeat=heartbeat, summary=f"bake {spec.health.bake_seconds:g}s, {len(spec.health.http)} checks")
                 self._status.health = health
-            if workflow.patched(PATCH_PRUNE):
+            # A snapshot that counted nothing to prune needs no prune step (revisions recorded before the count
+            # existed say None and keep it).
+            skip_prune = revision.prune_count == 0 and workflow.patched(PATCH_SKIP_EMPTY_PRUNE)
+            if not skip_prune and workflow.patched(PATCH_PRUNE):
                 pruned = await self._step(Step.PRUNE, "prune_release", PruneInput(spec=spec, revision=revision),
                                           PruneResult, timeout=timedelta(minutes=5), retry=QUICK,
                                           summary="delete objects the previous release had and this one dropped")
@@ -406,6 +417,8 @@ class RolloutWorkflow:
             await self._checkpoint()
         if self._status.phase not in (Phase.ROLLING_BACK,):
             self._set(step, Phase.PROGRESSING, summary)
+        if heartbeat is None and activity in SHORT_STEPS and workflow.patched(PATCH_SHORT_HEARTBEAT):
+            heartbeat = SHORT_STEP_HEARTBEAT
         handle = workflow.start_activity(
             activity, arg, result_type=result_type, start_to_close_timeout=timeout, heartbeat_timeout=heartbeat,
             retry_policy=retry, summary=summary, task_queue=task_queue,
