@@ -433,6 +433,21 @@ async def test_workflow_cancel_mid_analysis_scales_the_canary_to_zero_then_rolls
 
 # ---- bounded history: continue-as-new mid-canary ------------------------------------------------------------------
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def own_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A test server of its own: the time-skipping server does not skip time while an activity is running, and
+    activities other tests leave held (``hold``) keep running until their timeout in a shared server."""
+    e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER),
+                                                      data_converter=pydantic_data_converter)
+    kw, num = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, IndexedValueType.INDEXED_VALUE_TYPE_INT
+    await e.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace="default", search_attributes={"RolloutApp": kw, "RolloutEnvironment": kw, "RolloutPhase": kw,
+                                                "RolloutOutcome": kw, "RolloutImage": kw, "RolloutRevision": num,
+                                                "RolloutStep": kw}))
+    yield e
+    await e.shutdown()
+
+
 BG = {**TEMPLATE, "metrics": [{**TEMPLATE["metrics"][0], "count": None, "failureLimit": 1}]}  # type: ignore[dict-item]
 
 
@@ -472,12 +487,12 @@ async def _runs(r: Run) -> list[str]:
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_long_canary_continues_as_new_and_carries_its_status_over(env: WorkflowEnvironment) -> None:
+async def test_long_canary_continues_as_new_and_carries_its_status_over(own_env: WorkflowEnvironment) -> None:
     """A tiny maxHistoryEvents forces continue-as-new during the timed pause (background analysis running) and
     between steps. The new runs skip validate/build/snapshot/apply, resume at the right step with the rest of the
     pause, keep the measurements, counters and the approver of the `pause: {}`, and finish the canary once."""
     f = ProgFakes(values=[0.01] * 1000)
-    async with Run(env, f, long_canary(60)) as r:
+    async with Run(own_env, f, long_canary(60)) as r:
         st = await _latest_status(r, lambda s: s.progressive is not None and s.progressive.awaiting_promotion
                                   and s.progressive.step == 4)
         assert st.progressive is not None and st.progressive.runs >= 2, st.progressive
@@ -502,11 +517,11 @@ async def test_long_canary_continues_as_new_and_carries_its_status_over(env: Wor
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_failure_counts_and_abort_survive_continue_as_new(env: WorkflowEnvironment) -> None:
+async def test_failure_counts_and_abort_survive_continue_as_new(own_env: WorkflowEnvironment) -> None:
     """failureLimit 1: one Failed measurement before the continue-as-new and one after fail the analysis (the
     counter was carried over); and an abort after a continue-as-new scales the canary to 0 and rolls back."""
     f = ProgFakes(values=[0.5] + [0.01] * 12 + [0.5] + [0.01] * 1000)
-    async with Run(env, f, long_canary(60)) as r:
+    async with Run(own_env, f, long_canary(60)) as r:
         res = await r.result()
     assert res.outcome == Outcome.ROLLED_BACK, res.cause
     assert "failed (2) > failureLimit (1)" in (res.cause or ""), res.cause
@@ -515,7 +530,7 @@ async def test_failure_counts_and_abort_survive_continue_as_new(env: WorkflowEnv
     assert f.calls[-4:] == ["set_traffic:canary-abort", "rollback_release", "wait_ready", "finalize_revision:rolled-back"]
 
     f = ProgFakes(values=[0.01] * 1000)
-    async with Run(env, f, long_canary(60)) as r:
+    async with Run(own_env, f, long_canary(60)) as r:
         st = await _latest_status(r, lambda s: s.progressive is not None and s.progressive.runs >= 2)
         h = r.env.client.get_workflow_handle(r.handle.id)  # type: ignore[union-attr]
         await h.signal("abort", Abort(reason="enough"))
