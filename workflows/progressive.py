@@ -9,9 +9,11 @@ rollback (``stop_traffic``: canary to 0 pods, or activeService switched back).
 
 History cost (bounded history, issue 11): a setWeight step is 2 activities (set_traffic, wait_ready) ≈ 12 events
 plus one search-attribute upsert; a pause is 1 timer or 1 update ≈ 3 events; each analysis measurement is one
-``measure_metric`` activity (3 events) plus one interval timer (2 events) — about 5 events. Temporal warns at
-10 240 events and fails at 51 200: a background analysis measuring every 10 s for 1 h is ~1 800 events, so canaries
-of a few hours fit; longer ones need a longer interval (the status keeps the last 200 measurements).
+``measure_metric`` activity, one interval timer and two workflow tasks: 11 events (measured, bench/bench_canary.py).
+Temporal warns at 10 240 events and fails at 51 200, so a canary continues as new (``_continue_as_new``, behind
+``PATCH_CONTINUE_AS_NEW``) past ``maxHistoryEvents`` or when Temporal suggests it, at a safe point: between steps,
+or in a pause while a background analysis runs. The new run gets a ``CarryOver`` (status, next step, rest of the
+pause, background analysis counters, snapshot) and resumes; the status keeps the last 200 measurements.
 """
 
 from __future__ import annotations
