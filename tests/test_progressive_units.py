@@ -8,6 +8,7 @@ Pure workflow logic: which traffic change runs when, what a pause waits for, wha
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -500,6 +501,12 @@ async def test_long_canary_continues_as_new_and_carries_its_status_over(own_env:
         h = r.env.client.get_workflow_handle(r.handle.id)  # type: ignore[union-attr]
         answer = await h.execute_update("promote", Promotion(approver="alice", comment="ok"))
         res = await r.result()
+        runs = await _runs(r)
+        if os.environ.get("ROLLWRIGHT_RECORD_HISTORIES") == "1":  # for tests/test_replay.py: first and last run
+            for name, run_id in (("canary-continue-as-new-first-run-v1", runs[0]),
+                                 ("canary-continue-as-new-last-run-v1", runs[-1])):
+                hist = await own_env.client.get_workflow_handle(r.handle.id, run_id=run_id).fetch_history()
+                (Path(__file__).parent / "histories" / f"{name}.json").write_text(hist.to_json())
     assert answer == "promoted by alice at step 4"
     assert res.outcome == Outcome.SUCCEEDED, res.cause
     p = res.progressive
@@ -513,7 +520,7 @@ async def test_long_canary_continues_as_new_and_carries_its_status_over(own_env:
                             "wait_ready", "set_traffic:canary-weight:50", "wait_ready", *PROMOTE, *TAIL]
     # The 3-minute pause was not restarted by the continue-as-new: ~18 measurements in it, not 2 x 18.
     assert f.calls.count("measure_metric") <= 30, f.calls.count("measure_metric")
-    assert len(await _runs(r)) == p.runs
+    assert len(runs) == p.runs
 
 
 @pytest.mark.asyncio(loop_scope="session")
