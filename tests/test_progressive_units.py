@@ -24,7 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from contract.analysis import AnalysisPhase, MeasureInput, Measurement
-from contract.models import ApplyInput, ObjectRef, Outcome, ReleasePlan, RolloutStatus, Step
+from contract.models import ApplyInput, CarryOver, ObjectRef, Outcome, ReleasePlan, RolloutStatus, Step
 from contract.spec import Abort, Promotion, ReleaseSpec
 from contract.traffic import TrafficAction, TrafficInput, TrafficResult
 from releases.loader import ReleaseError, load_manifests, load_spec
@@ -521,6 +521,20 @@ async def test_long_canary_continues_as_new_and_carries_its_status_over(own_env:
     # The 3-minute pause was not restarted by the continue-as-new: ~18 measurements in it, not 2 x 18.
     assert f.calls.count("measure_metric") <= 30, f.calls.count("measure_metric")
     assert len(runs) == p.runs
+    # Both safe points were used: inside the timed pause (the new run gets the rest of it) and between two steps.
+    carries = [await _carry(own_env, r, run_id) for run_id in runs[1:]]
+    assert any(c.next_step == 1 and c.pause_until is not None for c in carries), carries
+    assert any(c.pause_until is None and c.next_step in (2, 3, 4) for c in carries), carries
+    assert all(c.revision.revision == carries[0].revision.revision and c.background_started for c in carries)
+
+
+async def _carry(e: WorkflowEnvironment, r: Run, run_id: str) -> CarryOver:
+    """The CarryOver a continued run was started with (its second input payload)."""
+    assert r.handle is not None
+    hist = await e.client.get_workflow_handle(r.handle.id, run_id=run_id).fetch_history()
+    payloads = hist.events[0].workflow_execution_started_event_attributes.input.payloads
+    _, carry = pydantic_data_converter.payload_converter.from_payloads(payloads, [ReleaseSpec, CarryOver])
+    return carry  # type: ignore[no-any-return]
 
 
 @pytest.mark.asyncio(loop_scope="session")
