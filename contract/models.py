@@ -12,6 +12,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contract.analysis import MetricSummary
 from contract.spec import ReleaseSpec
 from contract.strategy import StrategyStatus
 
@@ -272,6 +273,23 @@ class RolloutResult(_Msg):
     progressive: StrategyStatus | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class CarryOver(_Msg):
+    """What a canary needs to go on in a new run after continue-as-new (bounded history, issue 11): the second
+    argument of ``RolloutWorkflow.run``. The new run skips validate/build/snapshot and resumes the steps."""
+
+    plan: ReleasePlan
+    revision: RevisionRef  # the snapshot the rollback restores
+    status: RolloutStatus  # includes progressive: step, weight, measurements, promotions (approvers)
+    next_step: int  # 0-based index of the canary step the new run starts with
+    pause_until: datetime | None = None  # a timed pause in progress at next_step: it ends then
+    pause_open: bool = False  # an untimed pause (`pause: {}`) in progress at next_step: waits for promote again
+    full: bool = False  # promote --full was given: skip the remaining steps
+    paused: bool = False  # paused by the operator (pause signal)
+    background_started: bool = False  # the background analysis has been started (it is not started again)
+    background: list[MetricSummary] | None = None  # its counters when it was still running: it goes on from them
+    warnings: list[str] = Field(default_factory=list)
 
 
 class ProgressReport(_Msg):

@@ -83,6 +83,10 @@ class Canary(_Argo):
     steps: list[CanaryStep] = Field(min_length=1, max_length=100)
     analysis: BackgroundAnalysis | None = None
     workload: str | None = Field(None, description="the Deployment/StatefulSet to canary; default: the only one")
+    # Bounded history: past this many events (or when Temporal suggests it) the run continues as new at the next
+    # safe point (between steps, or in a pause), carrying the status over. Temporal warns at 10 240 events.
+    max_history_events: int = Field(8000, ge=1, le=50000,
+                                    description="continue-as-new past this history length (between steps)")
 
     @model_validator(mode="after")
     def _starting_step(self) -> Canary:
@@ -201,6 +205,7 @@ class StrategyStatus(_Msg):
     measurements: list[Measurement] = Field(default_factory=list)
     promotions: list[PromotionRecord] = Field(default_factory=list)
     switch_back_seconds: float | None = None  # blue-green: time to switch activeService back on failure
+    runs: int = 1  # workflow runs of this rollout (continue-as-new starts a new run with this status)
 
     def lines(self, measurements: int = 5) -> list[str]:
         """Plain-text lines for the CLI and the Web UI's current details: step k/n, weight, why paused, the last

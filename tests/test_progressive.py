@@ -473,6 +473,49 @@ async def test_statefulset_canary_by_partition_and_abort(app: str, temporal: Cli
     assert env_of(sts.spec.template)["VERSION"] == "v1"
 
 
+# ---- 5b. a long canary continues as new (bounded history) ---------------------------------------------------------
+
+
+@async_test
+async def test_long_canary_continues_as_new_and_finishes(app: str, temporal: Client, pworker: WorkerProcess,
+                                                         demo_image: str, registry: str, namespace: str,
+                                                         core: k8s.CoreV1Api, apps: k8s.AppsV1Api,
+                                                         tmp_path: Path) -> None:
+    """maxHistoryEvents 100: the background analysis (every 2 s, real Prometheus) during a 30 s pause pushes the
+    history past it, so the rollout continues as new on the real server and worker, then finishes the canary."""
+    await install_v1(temporal, pworker, tmp_path, app, namespace, registry,
+                     [service(app, app), deployment(app, demo_image, "v1", replicas=2)])
+    bg = {"name": "bg", "metrics": [{"name": "constant", "interval": "2s", "successCondition": "result[0] < 1",
+                                     "failureCondition": "result[0] >= 1",
+                                     "provider": {"prometheus": {"address": PROM, "query": "vector(0)"}}}]}
+    strategy = {"canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "30s"}}, {"setWeight": 100}],
+                           "analysis": {"templates": [{"templateName": "bg"}], "startingStep": 1},
+                           "maxHistoryEvents": 100}}
+    path = release(tmp_path / "v2", app, namespace, registry,
+                   [service(app, app), deployment(app, demo_image, "v2", replicas=2)], "v2", strategy, [bg])
+    t0 = time.monotonic()
+    handle = await start(temporal, pworker, path)
+    res = await result(temporal, pworker, handle)
+    assert res.outcome == Outcome.SUCCEEDED, res.cause
+    p = res.progressive
+    assert p is not None and p.runs >= 2 and p.weight == 100 and p.step == 3, p
+    assert p.measurements and all(m.phase.value == "Successful" for m in p.measurements)
+    first = history_events(handle.id, handle.first_execution_run_id)
+    latest = (await temporal.get_workflow_handle(handle.id).describe()).run_id  # the start handle's is the first
+    assert latest != handle.first_execution_run_id
+    last = history_events(handle.id, latest)
+    print(f"continued as new: {p.runs} runs, {len(p.measurements)} measurements carried into the result, first run "
+          f"{len(first)} events, last run {len(last)}; canary done in {time.monotonic() - t0:.1f}s")
+    assert "workflowExecutionContinuedAsNewEventAttributes" in first[-1], first[-1]
+    scheduled = [e["activityTaskScheduledEventAttributes"]["activityType"]["name"] for e in last
+                 if "activityTaskScheduledEventAttributes" in e]
+    assert "prepare_release" not in scheduled and "snapshot_release" not in scheduled and "finalize_revision" in \
+        scheduled, scheduled
+    d = deployments(apps, namespace)
+    assert f"{app}-canary" not in d and d[app].spec.replicas == 2 and env_of(d[app].spec.template)["VERSION"] == "v2"
+    assert all(a.startswith("200 demo v2") for a in answers(svc_url(core, namespace, app)))
+
+
 # ---- 6. worker SIGKILL and abort in the middle of an analysis ---------------------------------------------------
 
 

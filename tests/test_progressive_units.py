@@ -8,6 +8,7 @@ Pure workflow logic: which traffic change runs when, what a pause waits for, wha
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from contract.analysis import AnalysisPhase, MeasureInput, Measurement
-from contract.models import ApplyInput, ObjectRef, Outcome, ReleasePlan, RolloutStatus, Step
+from contract.models import ApplyInput, CarryOver, ObjectRef, Outcome, ReleasePlan, RolloutStatus, Step
 from contract.spec import Abort, Promotion, ReleaseSpec
 from contract.traffic import TrafficAction, TrafficInput, TrafficResult
 from releases.loader import ReleaseError, load_manifests, load_spec
@@ -429,3 +430,134 @@ async def test_workflow_cancel_mid_analysis_scales_the_canary_to_zero_then_rolls
     assert [c for c in f.calls if not c.startswith("cancelled:")] == HEAD + [
         "set_traffic:canary-weight:20", "wait_ready", "set_traffic:info", "measure_metric", "measure_metric",
         "set_traffic:canary-abort", "rollback_release", "wait_ready", "finalize_revision:rolled-back"]
+
+
+# ---- bounded history: continue-as-new mid-canary ------------------------------------------------------------------
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def own_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A test server of its own: the time-skipping server does not skip time while an activity is running, and
+    activities other tests leave held (``hold``) keep running until their timeout in a shared server."""
+    e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER),
+                                                      data_converter=pydantic_data_converter)
+    kw, num = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, IndexedValueType.INDEXED_VALUE_TYPE_INT
+    await e.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace="default", search_attributes={"RolloutApp": kw, "RolloutEnvironment": kw, "RolloutPhase": kw,
+                                                "RolloutOutcome": kw, "RolloutImage": kw, "RolloutRevision": num,
+                                                "RolloutStep": kw}))
+    yield e
+    await e.shutdown()
+
+
+BG = {**TEMPLATE, "metrics": [{**TEMPLATE["metrics"][0], "count": None, "failureLimit": 1}]}  # type: ignore[dict-item]
+
+
+def long_canary(limit: int) -> ReleaseSpec:
+    """Background analysis every 10 s from step 1; a timed pause long enough to grow the history past ``limit``."""
+    return spec({"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "3m"}}, {"setWeight": 20},
+                                      {"pause": {}}, {"setWeight": 50}],
+                            "analysis": {"templates": [{"templateName": "errors"}]}, "maxHistoryEvents": limit}},
+                analysisTemplates=[BG])
+
+
+async def _latest_status(r: Run, pred: Callable[[RolloutStatus], bool]) -> RolloutStatus:
+    """Status of the LATEST run of the workflow ID (the start handle is pinned to the first run)."""
+    assert r.handle is not None
+    h = r.env.client.get_workflow_handle(r.handle.id)
+    for _ in range(600):
+        try:
+            st = await h.query("status", result_type=RolloutStatus)
+        except Exception:  # noqa: BLE001 - between two runs a query may find none open yet
+            st = None
+        if st is not None and pred(st):
+            return st
+        await r.env.sleep(20)
+    raise AssertionError(f"status never matched; last {st}")
+
+
+async def _runs(r: Run) -> list[str]:
+    """The run chain from the first run, following each ContinueAsNew event of the recorded histories."""
+    assert r.handle is not None
+    runs = [r.handle.first_execution_run_id or r.handle.run_id or ""]
+    while True:
+        hist = await r.env.client.get_workflow_handle(r.handle.id, run_id=runs[-1]).fetch_history()
+        last = hist.events[-1]
+        if not last.HasField("workflow_execution_continued_as_new_event_attributes"):
+            return runs
+        runs.append(last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_long_canary_continues_as_new_and_carries_its_status_over(own_env: WorkflowEnvironment) -> None:
+    """A tiny maxHistoryEvents forces continue-as-new during the timed pause (background analysis running) and
+    between steps. The new runs skip validate/build/snapshot/apply, resume at the right step with the rest of the
+    pause, keep the measurements, counters and the approver of the `pause: {}`, and finish the canary once."""
+    f = ProgFakes(values=[0.01] * 1000)
+    async with Run(own_env, f, long_canary(60)) as r:
+        st = await _latest_status(r, lambda s: s.progressive is not None and s.progressive.awaiting_promotion
+                                  and s.progressive.step == 4)
+        assert st.progressive is not None and st.progressive.runs >= 2, st.progressive
+        assert st.revision is not None and st.progressive.weight == 20
+        h = r.env.client.get_workflow_handle(r.handle.id)  # type: ignore[union-attr]
+        answer = await h.execute_update("promote", Promotion(approver="alice", comment="ok"))
+        res = await r.result()
+        runs = await _runs(r)
+        if os.environ.get("ROLLWRIGHT_RECORD_HISTORIES") == "1":  # for tests/test_replay.py: first and last run
+            for name, run_id in (("canary-continue-as-new-first-run-v1", runs[0]),
+                                 ("canary-continue-as-new-last-run-v1", runs[-1])):
+                hist = await own_env.client.get_workflow_handle(r.handle.id, run_id=run_id).fetch_history()
+                (Path(__file__).parent / "histories" / f"{name}.json").write_text(hist.to_json())
+    assert answer == "promoted by alice at step 4"
+    assert res.outcome == Outcome.SUCCEEDED, res.cause
+    p = res.progressive
+    assert p is not None and p.runs >= 3 and p.weight == 100 and p.step == 5, p
+    assert [(x.approver, x.step, x.comment) for x in p.promotions] == [("alice", 4, "ok")]
+    # Every measurement of every run is in the final status (fewer than MAX_MEASUREMENTS_KEPT here).
+    assert len(p.measurements) == f.calls.count("measure_metric") >= 18
+    # One validate, snapshot, prepare and apply for the whole rollout; the steps ran once each, in order.
+    steps = [c for c in f.calls if c not in ("measure_metric", "set_traffic:info")]
+    assert steps == HEAD + ["set_traffic:canary-weight:10", "wait_ready", "set_traffic:canary-weight:20",
+                            "wait_ready", "set_traffic:canary-weight:50", "wait_ready", *PROMOTE, *TAIL]
+    # The 3-minute pause was not restarted by the continue-as-new: ~18 measurements in it, not 2 x 18.
+    assert f.calls.count("measure_metric") <= 30, f.calls.count("measure_metric")
+    assert len(runs) == p.runs
+    # Both safe points were used: inside the timed pause (the new run gets the rest of it) and between two steps.
+    carries = [await _carry(own_env, r, run_id) for run_id in runs[1:]]
+    assert any(c.next_step == 1 and c.pause_until is not None for c in carries), carries
+    assert any(c.pause_until is None and c.next_step in (2, 3, 4) for c in carries), carries
+    assert all(c.revision.revision == carries[0].revision.revision and c.background_started for c in carries)
+
+
+async def _carry(e: WorkflowEnvironment, r: Run, run_id: str) -> CarryOver:
+    """The CarryOver a continued run was started with (its second input payload)."""
+    assert r.handle is not None
+    hist = await e.client.get_workflow_handle(r.handle.id, run_id=run_id).fetch_history()
+    payloads = hist.events[0].workflow_execution_started_event_attributes.input.payloads
+    _, carry = pydantic_data_converter.payload_converter.from_payloads(payloads, [ReleaseSpec, CarryOver])
+    return carry  # type: ignore[no-any-return]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_failure_counts_and_abort_survive_continue_as_new(own_env: WorkflowEnvironment) -> None:
+    """failureLimit 1: one Failed measurement before the continue-as-new and one after fail the analysis (the
+    counter was carried over); and an abort after a continue-as-new scales the canary to 0 and rolls back."""
+    f = ProgFakes(values=[0.5] + [0.01] * 12 + [0.5] + [0.01] * 1000)
+    async with Run(own_env, f, long_canary(60)) as r:
+        res = await r.result()
+    assert res.outcome == Outcome.ROLLED_BACK, res.cause
+    assert "failed (2) > failureLimit (1)" in (res.cause or ""), res.cause
+    assert res.progressive is not None and res.progressive.runs >= 2
+    assert f.calls.count("snapshot_release") == 1
+    assert f.calls[-4:] == ["set_traffic:canary-abort", "rollback_release", "wait_ready", "finalize_revision:rolled-back"]
+
+    f = ProgFakes(values=[0.01] * 1000)
+    async with Run(own_env, f, long_canary(60)) as r:
+        st = await _latest_status(r, lambda s: s.progressive is not None and s.progressive.runs >= 2)
+        h = r.env.client.get_workflow_handle(r.handle.id)  # type: ignore[union-attr]
+        await h.signal("abort", Abort(reason="enough"))
+        res = await r.result()
+    assert res.outcome == Outcome.ABORTED and res.cause == "aborted by operator: enough", res.cause
+    assert st.progressive is not None and res.progressive is not None and res.progressive.runs >= 2
+    assert res.rolled_back_to is not None
+    assert f.calls.count("snapshot_release") == 1 and f.calls.count("prepare_release") == 1
+    assert f.calls[-4:] == ["set_traffic:canary-abort", "rollback_release", "wait_ready", "finalize_revision:rolled-back"]

@@ -16,6 +16,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from contract.models import CarryOver
 from orchestrator.models import RolloutResult
 from orchestrator.spec import ReleaseSpec
 from workflows.rollout import PinnedRolloutWorkflow, RolloutWorkflow
@@ -26,9 +27,9 @@ class ChangedWithoutPatch(RolloutWorkflow):
     """Today's workflow plus a new first activity, not behind workflow.patched: must not replay."""
 
     @workflow.run
-    async def run(self, spec: ReleaseSpec) -> RolloutResult:
+    async def run(self, spec: ReleaseSpec, carry: CarryOver | None = None) -> RolloutResult:
         await workflow.execute_activity("preflight", spec, start_to_close_timeout=timedelta(seconds=5))
-        return await super().run(spec)
+        return await super().run(spec, carry)
 
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))

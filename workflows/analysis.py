@@ -57,15 +57,18 @@ def _timeout(metric: Metric) -> timedelta:
 async def run_analysis(templates: list[AnalysisTemplate], args: AnalysisArgs, *,
                        on_measurement: Callable[[Measurement], None] | None = None,
                        ref_args: list[Argument] | None = None, task_queue: str | None = None,
-                       return_on_cancel: bool = True) -> AnalysisResult:
+                       return_on_cancel: bool = True, resume: list[MetricSummary] | None = None) -> AnalysisResult:
     """Measures every metric of ``templates`` until their phase is decided; returns the run's result.
 
     ``ref_args``: the referencing step's args (override the templates' defaults). ``on_measurement`` is called
     after every measurement (e.g. to put it in the status query). ``task_queue``: where ``measure_metric`` runs
-    (default: the workflow's own queue)."""
+    (default: the workflow's own queue). ``resume``: the counters of the same run before a continue-as-new (one per
+    metric, in order): the limits count on from them and the next measurement comes one interval later."""
     measurements: list[Measurement] = []
     metrics: list[tuple[AnalysisTemplate, Metric]] = [(t, m) for t in templates for m in t.metrics]
     summaries = [MetricSummary(metric=m.name, template=t.name) for t, m in metrics]
+    if resume is not None and len(resume) == len(summaries):
+        summaries = [s.model_copy(update={"phase": None}) for s in resume]
     finals: list[AnalysisPhase | None] = [None] * len(metrics)
     first_reason: list[str] = []
     stop = asyncio.Event()
@@ -79,7 +82,14 @@ async def run_analysis(templates: list[AnalysisTemplate], args: AnalysisArgs, *,
     async def one(i: int, t: AnalysisTemplate, metric: Metric) -> None:
         targs = args.for_template(t, ref_args)
         last: Measurement | None = None
-        if metric.initial_delay_seconds:
+        if summaries[i].count + summaries[i].error:  # resumed after continue-as-new: one interval after the last
+            done = rules.metric_phase(metric, summaries[i])
+            if done is not None:  # e.g. its count was reached before the continue-as-new
+                _decide(i, done, rules.why(metric, summaries[i], done))
+                return
+            if metric.interval_seconds:
+                await workflow.sleep(metric.interval_seconds)
+        elif metric.initial_delay_seconds:
             await workflow.sleep(metric.initial_delay_seconds)
         while True:
             if last is not None:

@@ -9,9 +9,11 @@ rollback (``stop_traffic``: canary to 0 pods, or activeService switched back).
 
 History cost (bounded history, issue 11): a setWeight step is 2 activities (set_traffic, wait_ready) ≈ 12 events
 plus one search-attribute upsert; a pause is 1 timer or 1 update ≈ 3 events; each analysis measurement is one
-``measure_metric`` activity (3 events) plus one interval timer (2 events) — about 5 events. Temporal warns at
-10 240 events and fails at 51 200: a background analysis measuring every 10 s for 1 h is ~1 800 events, so canaries
-of a few hours fit; longer ones need a longer interval (the status keeps the last 200 measurements).
+``measure_metric`` activity, one interval timer and two workflow tasks: 11 events (measured, bench/bench_canary.py).
+Temporal warns at 10 240 events and fails at 51 200, so a canary continues as new (``_continue_as_new``, behind
+``PATCH_CONTINUE_AS_NEW``) past ``maxHistoryEvents`` or when Temporal suggests it, at a safe point: between steps,
+or in a pause while a background analysis runs. The new run gets a ``CarryOver`` (status, next step, rest of the
+pause, background analysis counters, snapshot) and resumes; the status keeps the last 200 measurements.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ with workflow.unsafe.imports_passed_through():
         AnalysisRef,
         AnalysisResult,
         Measurement,
+        MetricSummary,
         resolve_templates,
     )
-    from contract.models import ApplyInput, ObjectRef, Phase, ReleasePlan, RevisionRef, Step
+    from contract.models import ApplyInput, CarryOver, ObjectRef, Phase, ReleasePlan, RevisionRef, Step
     from contract.spec import Promotion, ReleaseSpec
     from contract.strategy import (
         MAX_MEASUREMENTS_KEPT,
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 PATCH_PROGRESSIVE = "progressive-v1"
+PATCH_CONTINUE_AS_NEW = "canary-continue-as-new-v1"  # bounded history: long canaries continue as new
 SA_STEP = SearchAttributeKey.for_keyword("RolloutStep")
 TRAFFIC_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                             maximum_interval=timedelta(seconds=10), maximum_attempts=10,
@@ -67,16 +71,21 @@ class Progressive:
     """One canary or blue-green run inside a ``RolloutWorkflow``."""
 
     def __init__(self, wf: RolloutWorkflow, spec: ReleaseSpec, plan: ReleasePlan, revision: RevisionRef,
-                 target: ObjectRef) -> None:
+                 target: ObjectRef, carry: CarryOver | None = None) -> None:
         self.wf, self.spec, self.plan, self.revision, self.target = wf, spec, plan, revision, target
         kind = spec.strategy.kind
         steps = len(spec.strategy.canary.steps) if spec.strategy.canary else 0
         self.st = StrategyStatus(strategy=kind, steps=steps)
+        # A run continued as new (bounded history): the status of the previous run goes on.
+        self.carry = carry
+        if carry is not None and carry.status.progressive is not None:
+            self.st = carry.status.progressive.model_copy(update={"runs": carry.status.progressive.runs + 1})
+        self.background_started = carry.background_started if carry is not None else False
         self.step_enum = Step.CANARY if kind == StrategyKind.CANARY else Step.BLUE_GREEN
         self.live = False  # the target existed: traffic was actually steered
         self.switched_at: datetime | None = None  # blue-green: when activeService went to the preview
         self.promoted = False
-        self.full = False
+        self.full = carry.full if carry is not None else False
         self.stable_hash = ""  # blue-green: the stable ReplicaSet activeService is pinned to
         self.background: asyncio.Task[AnalysisResult] | None = None
         wf._status.progressive = self.st
@@ -84,6 +93,15 @@ class Progressive:
     # ---- entry points called by RolloutWorkflow ---------------------------------------------------------------
 
     async def run(self) -> None:
+        if self.carry is not None:
+            # Continued as new mid-canary: the target was live and the release applied by the first run.
+            self.live = True
+            try:
+                await self._canary()
+            finally:
+                if self.background is not None and not self.background.done():
+                    self.background.cancel()
+            return
         prep = await self.traffic(TrafficAction.PREPARE, summary=f"prepare {self.target.kind}/{self.target.name}")
         self.live = prep.live
         if not prep.live:
@@ -141,18 +159,30 @@ class Progressive:
     async def _canary(self) -> None:
         canary = self.spec.strategy.canary
         assert canary is not None
-        # StatefulSet: the whole release is applied (the partition holds every pod on the old template).
-        # Deployment: the stable keeps its template until the promotion; the canary Deployment carries the new one.
-        await self.apply(exclude=[self.target] if self.target.kind == "Deployment" else [])
-        others = [w for w in self.plan.workloads if not _same(w, self.target)]
-        if others:
-            await self.wf._wait_ready(self.spec, others, self.spec.health.progress_deadline_seconds)
-        for i, step in enumerate(canary.steps):
+        carry, start = self.carry, 0
+        if carry is None:
+            # StatefulSet: the whole release is applied (the partition holds every pod on the old template).
+            # Deployment: the stable keeps its template until the promotion; the canary Deployment carries the new
+            # one.
+            await self.apply(exclude=[self.target] if self.target.kind == "Deployment" else [])
+            others = [w for w in self.plan.workloads if not _same(w, self.target)]
+            if others:
+                await self.wf._wait_ready(self.spec, others, self.spec.health.progress_deadline_seconds)
+        else:
+            start = carry.next_step
+            if carry.background is not None and canary.analysis is not None:
+                await self._start_background(canary.analysis, resume=carry.background)
+        for i in range(start, len(canary.steps)):
+            step = canary.steps[i]
             if self.full:
                 break
+            # Safe point between two steps (the previous one done, the next not begun): continue as new here when
+            # the history is long. Not at the first step of a run, so a tiny limit cannot loop.
+            if i > start and self._history_long() and workflow.patched(PATCH_CONTINUE_AS_NEW):
+                await self._continue_as_new(i)
             self.st.step, self.st.step_name = i + 1, step.label
             self.wf._touch()
-            if canary.analysis is not None and i == canary.analysis.starting_step:
+            if canary.analysis is not None and i == canary.analysis.starting_step and not self.background_started:
                 await self._start_background(canary.analysis)
             await self.wf._checkpoint()
             await self._after_step(i + 1)
@@ -162,9 +192,11 @@ class Progressive:
             elif step.pause is not None:
                 self._tag("pause")
                 secs = step.pause.seconds
+                if carry is not None and i == start and carry.pause_until is not None:
+                    secs = max(0.0, (carry.pause_until - workflow.now()).total_seconds())  # the rest of it
                 why = (f"pause {secs:g}s (step {i + 1}/{len(canary.steps)}); promote to continue now" if secs is not None
                        else f"paused at step {i + 1}/{len(canary.steps)}: rollwright rollout promote to continue")
-                await self._pause(secs, why, step=i + 1, reason="pause")
+                await self._pause(secs, why, step=i + 1, reason="pause", index=i)
             elif step.analysis is not None:
                 self._tag("analysis")
                 await self._analysis(step.analysis, f"step {i + 1}", step=i + 1)
@@ -253,11 +285,15 @@ class Progressive:
 
     # ---- decisions ----------------------------------------------------------------------------------------------
 
-    async def _pause(self, seconds: float | None, why: str, *, step: int, reason: str) -> None:
-        """Waits for ``promote`` (or the duration); abort and a failed background analysis end it too."""
+    async def _pause(self, seconds: float | None, why: str, *, step: int, reason: str, index: int | None = None) -> None:
+        """Waits for ``promote`` (or the duration); abort and a failed background analysis end it too. A canary's
+        pause step (``index``) with a running background analysis may continue as new when the history gets long;
+        the new run waits for the rest of it."""
         wf = self.wf
         if seconds is not None and seconds <= 0:
             return
+        can = index is not None and self.background is not None and workflow.patched(PATCH_CONTINUE_AS_NEW)
+        until = workflow.now() + timedelta(seconds=seconds) if seconds is not None else None
         before = wf._status.step
         wf._promotion = None
         wf._awaiting_promotion = self.st.awaiting_promotion = True
@@ -266,7 +302,8 @@ class Progressive:
         wf._upsert(phase=Phase.PAUSED)
         try:
             await workflow.wait_condition(
-                lambda: wf._promotion is not None or wf._abort is not None or wf._interrupt is not None,
+                lambda: wf._promotion is not None or wf._abort is not None or wf._interrupt is not None
+                or (can and self._background_running() and self._history_long()),
                 timeout=timedelta(seconds=seconds) if seconds is not None else None,
                 timeout_summary=f"pause {seconds:g}s" if seconds is not None else None)
         except builtins.TimeoutError:
@@ -275,6 +312,10 @@ class Progressive:
             wf._awaiting_promotion = self.st.awaiting_promotion = False
             self.st.paused_reason = None
         wf._raise_interrupts()
+        if can and wf._promotion is None and self._background_running() and self._history_long() \
+                and (until is None or workflow.now() < until):
+            assert index is not None
+            await self._continue_as_new(index, pause_until=until, pause_open=until is None)
         p = wf._promotion
         wf._promotion = None
         if p is not None:
@@ -312,14 +353,16 @@ class Progressive:
                             stable_hash=info.stable_hash, canary_labels=info.canary_labels,
                             stable_labels=info.stable_labels)
 
-    async def _start_background(self, ref: AnalysisRef) -> None:
+    async def _start_background(self, ref: AnalysisRef, resume: list[MetricSummary] | None = None) -> None:
         args = await self._args(ref)
         templates = resolve_templates(ref, self.spec.analysis_templates)
         names = ",".join(t.template_name for t in ref.templates)
         self.st.background_analysis = "Running"
+        self.background_started = True
 
         async def watch() -> AnalysisResult:
-            result = await run_analysis(templates, args, on_measurement=self._on_measurement, ref_args=ref.args)
+            result = await run_analysis(templates, args, on_measurement=self._on_measurement, ref_args=ref.args,
+                                        resume=resume)
             if not result.cancelled:
                 self.st.background_analysis = result.phase.value
                 if result.phase in (AnalysisPhase.FAILED, AnalysisPhase.ERROR):
@@ -360,6 +403,48 @@ class Progressive:
         self.st.measurements.append(m)
         del self.st.measurements[:-MAX_MEASUREMENTS_KEPT]
         self.wf._touch()
+
+    # ---- bounded history: continue-as-new -----------------------------------------------------------------------
+
+    def _history_long(self) -> bool:
+        canary = self.spec.strategy.canary
+        info = workflow.info()
+        return canary is not None and (info.is_continue_as_new_suggested()
+                                       or info.get_current_history_length() >= canary.max_history_events)
+
+    def _background_running(self) -> bool:
+        return self.background is not None and not self.background.done()
+
+    async def _continue_as_new(self, next_step: int, *, pause_until: datetime | None = None,
+                               pause_open: bool = False) -> None:
+        """Ends this run and starts a new one of the same workflow ID at canary step ``next_step``, with the status
+        carried over (``CarryOver``). A running background analysis is stopped and goes on in the new run from its
+        counters. Returns without continuing when the background analysis has a result a human must decide first
+        (inconclusive): the step loop handles that, the next safe point continues."""
+        wf, seeds = self.wf, None
+        b = self.background
+        if b is not None:
+            if b.done() and not b.cancelled() and b.result().phase == AnalysisPhase.INCONCLUSIVE:
+                return
+            running = not b.done()
+            if running:
+                b.cancel()
+            try:
+                result = await b
+            except asyncio.CancelledError:
+                result = None
+            wf._raise_interrupts()
+            if running and result is not None and result.cancelled:
+                seeds = result.metrics
+            elif result is not None and result.phase == AnalysisPhase.INCONCLUSIVE:
+                return  # it decided just now: a human first (the background task is done, nothing is lost)
+        wf._raise_interrupts()
+        carry = CarryOver(plan=self.plan, revision=self.revision, status=wf._status, next_step=next_step,
+                          pause_until=pause_until, pause_open=pause_open, full=self.full, paused=wf._paused,
+                          background_started=self.background_started, background=seeds, warnings=wf._warnings)
+        workflow.logger.info("continuing as new at canary step %d (history %d events)", next_step + 1,
+                             workflow.info().get_current_history_length())
+        workflow.continue_as_new(args=[self.spec, carry])
 
     # ---- plumbing -----------------------------------------------------------------------------------------------
 
@@ -426,4 +511,4 @@ def target_of(spec: ReleaseSpec, plan: ReleasePlan) -> ObjectRef:
     return cands[0]
 
 
-__all__ = ["PATCH_PROGRESSIVE", "AnalysisFailed", "Progressive", "target_of"]
+__all__ = ["PATCH_CONTINUE_AS_NEW", "PATCH_PROGRESSIVE", "AnalysisFailed", "Progressive", "target_of"]

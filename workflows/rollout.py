@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         ApplyInput,
         BuildInput,
         BuildResult,
+        CarryOver,
         FinalizeInput,
         HealthInput,
         HealthResult,
@@ -110,7 +111,8 @@ class _StepFailed(Exception):
 @workflow.defn(name="RolloutWorkflow")
 class RolloutWorkflow:
     @workflow.init
-    def __init__(self, spec: ReleaseSpec) -> None:
+    def __init__(self, spec: ReleaseSpec, carry: CarryOver | None = None) -> None:
+        spec, carry = _typed(spec, carry)
         now = workflow.now()
         self._spec = spec
         self._status = RolloutStatus(app=spec.app, environment=spec.environment, started_at=now, updated_at=now,
@@ -131,6 +133,11 @@ class RolloutWorkflow:
         self._promotion: Promotion | None = None
         self._awaiting_promotion = False
         self._interrupt: AnalysisFailed | None = None  # a background analysis failed: stop the running step
+        if carry is not None:
+            # A canary continued as new (bounded history): the previous run's status goes on.
+            self._status = carry.status.model_copy(update={"updated_at": now})
+            self._paused = carry.paused
+            self._warnings = list(carry.warnings)
 
     # ---- messages -----------------------------------------------------------------------------------------------
 
@@ -198,29 +205,36 @@ class RolloutWorkflow:
     # ---- the rollout --------------------------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, spec: ReleaseSpec) -> RolloutResult:
+    async def run(self, spec: ReleaseSpec, carry: CarryOver | None = None) -> RolloutResult:
+        """``carry``: only when a canary continues as new (``workflows.progressive``); it resumes the steps."""
+        spec, carry = _typed(spec, carry)
         self._upsert(phase=Phase.PROGRESSING, app=True)
         revision: RevisionRef | None = None
         changed_cluster = False
         try:
-            plan = await self._step(Step.VALIDATE, "prepare_release", PrepareInput(spec=spec), ReleasePlan,
-                                    timeout=timedelta(minutes=3), retry=QUICK, summary="validate + server dry run")
-            if spec.approval.required:
-                await self._approval_gate()
-            image = await self._build_and_push(spec, plan)
-            revision = await self._step(
-                Step.SNAPSHOT, "snapshot_release",
-                SnapshotInput(spec=spec, plan=plan, image=image, run_id=workflow.info().run_id,
-                              workflow_id=workflow.info().workflow_id),
-                RevisionRef, timeout=timedelta(minutes=2), retry=QUICK, summary="snapshot live state")
-            self._status.revision = revision.revision
-            self._upsert(revision=revision.revision)
+            if carry is None:
+                plan = await self._step(Step.VALIDATE, "prepare_release", PrepareInput(spec=spec), ReleasePlan,
+                                        timeout=timedelta(minutes=3), retry=QUICK,
+                                        summary="validate + server dry run")
+                if spec.approval.required:
+                    await self._approval_gate()
+                image = await self._build_and_push(spec, plan)
+                revision = await self._step(
+                    Step.SNAPSHOT, "snapshot_release",
+                    SnapshotInput(spec=spec, plan=plan, image=image, run_id=workflow.info().run_id,
+                                  workflow_id=workflow.info().workflow_id),
+                    RevisionRef, timeout=timedelta(minutes=2), retry=QUICK, summary="snapshot live state")
+                self._status.revision = revision.revision
+                self._upsert(revision=revision.revision)
+            else:
+                plan, revision = carry.plan, carry.revision
+                self._upsert(revision=revision.revision, image=self._status.image)
             changed_cluster = True
             # A redeploy of a recorded revision (`rollwright rollback`) is never stepped.
             if spec.strategy.kind != StrategyKind.ROLLING and spec.from_revision is None \
                     and workflow.patched(PATCH_PROGRESSIVE):
                 # Canary / blue-green: the steps replace "apply + wait ready" (workflows.progressive).
-                self._progressive = Progressive(self, spec, plan, revision, target_of(spec, plan))
+                self._progressive = Progressive(self, spec, plan, revision, target_of(spec, plan), carry)
                 try:
                     await self._progressive.run()
                 except AnalysisFailed as e:
@@ -526,6 +540,16 @@ class RolloutWorkflow:
         result = self._finish(outcome, cause, phase)
         raise ApplicationError(f"{outcome.value}: {cause}", result.model_dump(mode="json"),
                                type=f"Rollout{outcome.value}", non_retryable=True)
+
+
+def _typed(spec: Any, carry: Any) -> tuple[ReleaseSpec, CarryOver | None]:
+    """The SDK decodes the arguments with their types only when every parameter got a payload: a normal start
+    sends one (the spec), a continue-as-new two (spec, carry); with one, both arrive as plain JSON."""
+    if not isinstance(spec, ReleaseSpec):
+        spec = ReleaseSpec.model_validate(spec)
+    if carry is not None and not isinstance(carry, CarryOver):
+        carry = CarryOver.model_validate(carry)
+    return spec, carry
 
 
 def _error_type(e: ActivityError) -> str | None:
