@@ -576,5 +576,6 @@ class PinnedRolloutWorkflow(RolloutWorkflow):
     deployment options being set with versioned mode"), so the plain class declares none."""
 
     @workflow.run
-    async def run(self, spec: ReleaseSpec) -> RolloutResult:
-        return await super().run(spec)
+    async def run(self, spec: ReleaseSpec, carry: CarryOver | None = None) -> RolloutResult:
+        # The carry too: a pinned canary that continues as new must resume its steps, not start over.
+        return await super().run(spec, carry)
