@@ -95,15 +95,9 @@ class ProgFakes(Fakes):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER),
-                                                      data_converter=pydantic_data_converter)
-    kw, num = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, IndexedValueType.INDEXED_VALUE_TYPE_INT
-    await e.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        namespace="default", search_attributes={"RolloutApp": kw, "RolloutEnvironment": kw, "RolloutPhase": kw,
-                                                "RolloutOutcome": kw, "RolloutImage": kw, "RolloutRevision": num,
-                                                "RolloutStep": kw}))
-    yield e
-    await e.shutdown()
+    """One time-skipping server for the tests that hold no activity (see ``own_env``)."""
+    async for e in own_env():
+        yield e
 
 
 HEAD = ["prepare_release", "snapshot_release", "set_traffic:prepare", "apply_release[exclude=web]"]
