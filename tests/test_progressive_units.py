@@ -96,8 +96,20 @@ class ProgFakes(Fakes):
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     """One time-skipping server for the tests that hold no activity (see ``own_env``)."""
-    async for e in own_env():
-        yield e
+    e = await _time_skipping()
+    yield e
+    await e.shutdown()
+
+
+async def _time_skipping() -> WorkflowEnvironment:
+    e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER),
+                                                      data_converter=pydantic_data_converter)
+    kw, num = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, IndexedValueType.INDEXED_VALUE_TYPE_INT
+    await e.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace="default", search_attributes={"RolloutApp": kw, "RolloutEnvironment": kw, "RolloutPhase": kw,
+                                                "RolloutOutcome": kw, "RolloutImage": kw, "RolloutRevision": num,
+                                                "RolloutStep": kw}))
+    return e
 
 
 HEAD = ["prepare_release", "snapshot_release", "set_traffic:prepare", "apply_release[exclude=web]"]
@@ -432,13 +444,7 @@ async def test_workflow_cancel_mid_analysis_scales_the_canary_to_zero_then_rolls
 async def own_env() -> AsyncIterator[WorkflowEnvironment]:
     """A test server of its own: the time-skipping server does not skip time while an activity is running, and
     activities other tests leave held (``hold``) keep running until their timeout in a shared server."""
-    e = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER),
-                                                      data_converter=pydantic_data_converter)
-    kw, num = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, IndexedValueType.INDEXED_VALUE_TYPE_INT
-    await e.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        namespace="default", search_attributes={"RolloutApp": kw, "RolloutEnvironment": kw, "RolloutPhase": kw,
-                                                "RolloutOutcome": kw, "RolloutImage": kw, "RolloutRevision": num,
-                                                "RolloutStep": kw}))
+    e = await _time_skipping()
     yield e
     await e.shutdown()
 
