@@ -177,6 +177,9 @@ async def incluster(worker: WorkerProcess, temporal: Client, task_queue: str, cl
                        env=cli_env, capture_output=True)
         if created_apps:
             core.delete_namespace("apps")
+            # Waited for too: a terminating namespace refuses even dry runs (tests/test_k8s_manifests.py runs next).
+            wait_until(lambda: not any(n.metadata.name == "apps" for n in core.list_namespace().items), 180,
+                       interval=1, what="namespace apps gone")
         print(f"cleanup: {time.monotonic() - t0:.1f}s")
 
 

@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from activities.kube import Kube, ref_of
 from contract.kinds import KINDS
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -84,11 +85,23 @@ def kustomize_target(core: k8s.CoreV1Api) -> None:
     """The namespaces the kustomize output names: `rollwright` (the worker's) and `apps` (the managed one). Created,
     never deleted: they are what a cluster running the worker has, and tests/test_self_deploy.py deploys there."""
     for name in ("rollwright", "apps"):
+        # Another test may just have deleted it (tests/test_in_cluster.py cleans up): a terminating namespace takes
+        # no new object, not even in a dry run, so wait until it is gone and create it again.
+        wait_until(lambda n=name: _not_terminating(core, n), 180, interval=1, what=f"namespace {name} gone")
         try:
             core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
         except ApiException as e:
             if e.status != 409:
                 raise
+
+
+def _not_terminating(core: k8s.CoreV1Api, name: str) -> bool:
+    try:
+        return core.read_namespace(name).metadata.deletion_timestamp is None
+    except ApiException as e:
+        if e.status == 404:
+            return True
+        raise
 
 
 # ---------------------------------------------------------------------------------------------- dry run
