@@ -117,14 +117,22 @@ TAIL = ["prune_release", "finalize_revision:deployed"]
 PROMOTE = ["apply_release[only=web]", "wait_ready", "set_traffic:canary-promoted"]
 
 
-async def _promote_when_paused(r: Run, req: Promotion) -> str:
+async def _awaiting_promotion(r: Run, step: int | None = None, skip_time: bool = False) -> RolloutStatus:
+    """The status once the rollout waits for a promotion (at ``step``, if given). ``skip_time``: advance the test
+    server's clock between queries, past timed pauses (it skips time only when told or awaiting a result)."""
     assert r.handle is not None
     for _ in range(600):
         st = await r.handle.query("status", result_type=RolloutStatus)
-        if st.progressive is not None and st.progressive.awaiting_promotion:
-            return str(await r.handle.execute_update("promote", req))
-        await asyncio.sleep(0.05)
-    raise AssertionError("never paused for a promotion")
+        if st.progressive is not None and st.progressive.awaiting_promotion and step in (None, st.progressive.step):
+            return st
+        await (r.env.sleep(300) if skip_time else asyncio.sleep(0.05))
+    raise AssertionError(f"never paused for a promotion{f' at step {step}' if step else ''}")
+
+
+async def _promote_when_paused(r: Run, req: Promotion) -> str:
+    assert r.handle is not None
+    await _awaiting_promotion(r)
+    return str(await r.handle.execute_update("promote", req))
 
 
 
@@ -155,12 +163,8 @@ async def test_canary_steps_in_order_and_promote(env: WorkflowEnvironment) -> No
 
 async def _promote_when_paused_at(r: Run, step: int, req: Promotion) -> str:
     assert r.handle is not None
-    for _ in range(600):
-        st = await r.handle.query("status", result_type=RolloutStatus)
-        if st.progressive is not None and st.progressive.awaiting_promotion and st.progressive.step == step:
-            return str(await r.handle.execute_update("promote", req))
-        await r.env.sleep(300)  # skips timed pauses (the test server skips time only when told or awaiting a result)
-    raise AssertionError(f"never paused at step {step}")
+    await _awaiting_promotion(r, step, skip_time=True)
+    return str(await r.handle.execute_update("promote", req))
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -181,11 +185,7 @@ async def test_abort_during_pause_scales_canary_to_zero_before_the_rollback(env:
     s = spec({"canary": {"steps": [{"setWeight": 30}, {"pause": {}}]}})
     async with Run(env, f, s) as r:
         assert r.handle is not None
-        for _ in range(600):
-            st = await r.handle.query("status", result_type=RolloutStatus)
-            if st.progressive is not None and st.progressive.awaiting_promotion:
-                break
-            await asyncio.sleep(0.05)
+        st = await _awaiting_promotion(r)
         assert "promote to continue" in (st.progressive.paused_reason or "")
         await r.handle.signal("abort", Abort(reason="bad canary"))
         res = await r.result()
@@ -268,11 +268,7 @@ async def test_statefulset_canary_abort_resets_the_partition_after_the_rollback(
     s = spec({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}})
     async with Run(env, f, s) as r:
         assert r.handle is not None
-        for _ in range(600):
-            st = await r.handle.query("status", result_type=RolloutStatus)
-            if st.progressive is not None and st.progressive.awaiting_promotion:
-                break
-            await asyncio.sleep(0.05)
+        await _awaiting_promotion(r)
         await r.handle.signal("abort", Abort(reason="stop"))
         res = await r.result()
     assert res.outcome == Outcome.ABORTED
