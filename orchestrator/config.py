@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     http_port: int = Field(9090, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # The SDK's Rust core (polls, task dispatch, sticky cache) logs at this level into the worker's log (logger
+    # ``temporalio.core``). DEBUG shows every poll answer and completion: how lost workflow tasks were traced (issue 13).
+    core_log_level: Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR"] = "WARN"
     shutdown_timeout_seconds: float = Field(30.0, ge=0, le=3600)
     # Threads of the main queue's steps (I/O-bound API calls). Above the fleet's concurrent steps, so the server can
     # hand a step straight back to the worker that scheduled it (eager dispatch needs a free slot); with 20, a
@@ -94,7 +97,7 @@ class Settings(BaseSettings):
         mirrors.parse(v)  # ValueError → "ROLLWRIGHT_REGISTRY_MIRRORS: Value error, entry … must be …"
         return v
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "core_log_level", mode="before")
     @classmethod
     def _upper(cls, v: object) -> object:
         return v.upper() if isinstance(v, str) else v

@@ -132,8 +132,11 @@ async def run(settings: Settings) -> None:
     metrics_port = _free_port()
     # The SDK's Rust core logs to stderr in its own format unless forwarded: forward it into Python logging so
     # every line of the worker's output stays one JSON object.
-    core_logs = LoggingConfig(filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-                              forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")))
+    core_logger = logging.getLogger("temporalio.core")
+    if settings.core_log_level in ("TRACE", "DEBUG"):
+        core_logger.setLevel(logging.DEBUG)
+    core_logs = LoggingConfig(filter=TelemetryFilter(core_level=settings.core_log_level, other_level="ERROR"),
+                              forwarding=LogForwardingConfig(logger=core_logger))
     runtime = Runtime(telemetry=TelemetryConfig(
         metrics=PrometheusConfig(bind_address=f"127.0.0.1:{metrics_port}"), global_tags={"service": "rollwright"},
         logging=core_logs))

@@ -26,6 +26,17 @@ up() {
   # seconds after its last pinned rollout closed. Production servers keep their own values.
   args+=(--dynamic-config-value 'matching.wv.VersionDrainageStatusRefreshInterval="5s"'
          --dynamic-config-value 'matching.wv.VersionDrainageStatusVisibilityGracePeriod="5s"')
+  # Lost tasks under load (issue 13, bench/RESULTS.md): matching gives history 1 s (hard-coded for a sync match)
+  # to record a task as started; when the write takes longer, history commits it but matching drops the dispatch
+  # (TaskAlreadyStarted on the retry), and the task waits for its timeout (workflow task 10 s, step 20 s). The
+  # CLI's dev server turns the search-attribute and namespace caches off by default (every read goes to the
+  # database: ~3 cluster-metadata and ~2 namespace reads per workflow update, on SQLite's single connection),
+  # which is most of the queue in front of those writes. Our attributes are registered by the flags above, before
+  # the server serves, so the cache (60 s refresh) is always right for them; an attribute added later with
+  # `temporal operator search-attribute create` becomes usable within 60 s. TEMPORAL_SA_CACHE=off restores the
+  # CLI's default.
+  if [[ ${TEMPORAL_SA_CACHE:-on} == on ]]; then
+    args+=(--dynamic-config-value 'system.forceSearchAttributesCacheRefreshOnRead=false'); fi
   # Encryption on (README "Encrypting workflow payloads"): the UI asks this `rollwright codec-server` to decode.
   [[ -n ${ROLLWRIGHT_UI_CODEC_ENDPOINT:-} ]] && args+=(--ui-codec-endpoint "$ROLLWRIGHT_UI_CODEC_ENDPOINT")
   log "temporal: starting dev server on 127.0.0.1:$PORT (UI http://127.0.0.1:$UI_PORT)"

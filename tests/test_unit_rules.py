@@ -123,6 +123,7 @@ def test_render_orders_by_dependency() -> None:
     ({"ROLLWRIGHT_HTTP_PORT": "abc"}, "ROLLWRIGHT_HTTP_PORT"),
     ({"ROLLWRIGHT_TEMPORAL_ADDRESS": "nohostport"}, "ROLLWRIGHT_TEMPORAL_ADDRESS"),
     ({"ROLLWRIGHT_LOG_LEVEL": "loud"}, "ROLLWRIGHT_LOG_LEVEL"),
+    ({"ROLLWRIGHT_CORE_LOG_LEVEL": "chatty"}, "ROLLWRIGHT_CORE_LOG_LEVEL"),
     ({"ROLLWRIGHT_TEMPORAL_TLS_CERT": "/nope.pem"}, "ROLLWRIGHT_TEMPORAL_TLS_CERT"),
 ])
 def test_bad_configuration_names_the_variable(monkeypatch: pytest.MonkeyPatch, env: dict, needle: str) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 
 from orchestrator.client import RolloutClient
 from orchestrator.loader import load_spec
@@ -188,6 +188,26 @@ async def test_rollout_metrics_on_metrics_and_json_logs(worker: WorkerProcess, t
     assert ours, "no log line of this rollout carries its workflow_id"
     activity_lines = [x for x in lines if "activity_type" in x]
     assert activity_lines and all(x.get("workflow_id") for x in activity_lines)
+
+
+async def test_core_debug_log_shows_every_workflow_task_the_worker_receives(kubeconfig: Path, temporal: Client) -> None:
+    """ROLLWRIGHT_CORE_LOG_LEVEL=DEBUG: how lost workflow tasks were traced (issue 13). The SDK core logs each
+    workflow task it receives, with the workflow ID and the started event ID, as JSON lines like ours."""
+    queue = f"rw-core-{uuid.uuid4().hex[:6]}"
+    w = WorkerProcess(queue, kubeconfig, name="core-debug", extra_env={"ROLLWRIGHT_CORE_LOG_LEVEL": "debug"})
+    w.start()
+    try:
+        # Input that fails validation fails the workflow in its first workflow task: one task, no cluster work.
+        wid = f"core-debug-{uuid.uuid4().hex[:6]}"
+        handle = await temporal.start_workflow("RolloutWorkflow", {"not": "a release"}, id=wid, task_queue=queue)
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    finally:
+        w.stop()
+    lines = _log_lines(w)
+    received = [x for x in lines if x["logger"].startswith("temporalio.core") and x["level"] == "DEBUG"
+                and "Applying new workflow task from server" in x["msg"] and wid in x["msg"]]
+    assert received and "started_id: 3" in received[0]["msg"], "the core's debug log has no line for the task"
 
 
 # ---------------------------------------------------------------------------------------------- shutdown

@@ -1,0 +1,137 @@
+"""The dev server as ``scripts/temporal.sh`` starts it keeps its search-attribute cache on (issue 13, lost tasks).
+
+Why it matters: the Temporal CLI's dev server turns that cache (and the namespace cache) off unless told otherwise,
+so every search-attribute or namespace read goes to SQLite's single connection, in front of the writes that record
+a task as started. Matching gives such a write 1 s on a sync match; past that it drops the dispatch although history
+committed it, and the task sits until its timeout (bench/RESULTS.md "lost tasks").
+
+Each test starts its own server through the real script (private state directory and ports; the shared stack is not
+touched) and counts, on the server's own metrics, the cluster-metadata reads (where search attributes live) that a
+few workflows with search-attribute upserts cause. The control run with ``TEMPORAL_SA_CACHE=off`` (the CLI's
+default) shows the count this assertion would see without the setting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.worker import Worker
+
+from tests.helpers import ROOT
+from tests.trivial_workflow import TrivialWorkflow
+
+WORKFLOWS = 5
+
+
+def _free_block() -> int:
+    """A port P with P, P+10 and P+11 free (frontend, HTTP API and metrics, as temporal.sh lays them out)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + 11 > 65535:
+            continue
+        try:
+            for p in (port + 10, port + 11):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+    raise AssertionError("no free block of ports for a private dev server")
+
+
+class DevServer:
+    """`scripts/temporal.sh up` with its own state directory (database, logs, pid file) and ports."""
+
+    def __init__(self, state: Path, sa_cache: str | None) -> None:
+        self.port, self.ui_port = _free_block(), _free_block()
+        self.env = dict(os.environ, ROLLWRIGHT_STATE=str(state), TEMPORAL_PORT=str(self.port),
+                        TEMPORAL_UI_PORT=str(self.ui_port))
+        self.env.pop("TEMPORAL_SA_CACHE", None)
+        if sa_cache is not None:
+            self.env["TEMPORAL_SA_CACHE"] = sa_cache
+        self.state = state
+
+    def up(self) -> None:
+        r = subprocess.run(["bash", str(ROOT / "scripts/temporal.sh"), "up"], env=self.env, capture_output=True,
+                           text=True, timeout=240)
+        assert r.returncode == 0, f"temporal.sh up failed: {r.stderr[-2000:]}"
+
+    def down(self) -> None:
+        subprocess.run(["bash", str(ROOT / "scripts/temporal.sh"), "down"], env=self.env, capture_output=True,
+                       timeout=60)
+
+    def cluster_metadata_reads(self) -> float:
+        """history's GetCurrentClusterMetadata calls to the database, from the server's Prometheus endpoint."""
+        text = httpx.get(f"http://127.0.0.1:{self.port + 11}/metrics", timeout=10).text
+        return sum(float(m.group(1)) for m in re.finditer(
+            r'^persistence_requests\{[^}]*operation="GetCurrentClusterMetadata"[^}]*service_name="history"[^}]*\} (\S+)$',
+            text, re.M))
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DevServer]:
+    s = DevServer(tmp_path / "state", request.param)
+    try:
+        s.up()
+        yield s
+    finally:
+        s.down()
+
+
+async def _run_workflows(s: DevServer) -> tuple[float, list[str], list[str]]:
+    """WORKFLOWS trivial workflows (each upserts RolloutApp): the cluster-metadata reads they caused, the apps
+    started, and the apps the visibility store finds by that attribute afterwards."""
+    client = await Client.connect(f"127.0.0.1:{s.port}")
+    queue, tag = f"devsrv-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8]
+    apps = [f"app{i}-{tag}" for i in range(WORKFLOWS)]
+    async with Worker(client, task_queue=queue, workflows=[TrivialWorkflow]):
+        # One workflow first: the cache is cold after the start, and its first load is a read in both modes.
+        await client.execute_workflow(TrivialWorkflow.run, f"warm-{tag}", id=f"warm-{tag}", task_queue=queue)
+        before = s.cluster_metadata_reads()
+        for app in apps:
+            assert await client.execute_workflow(TrivialWorkflow.run, app, id=app, task_queue=queue) == f"hello {app}"
+        reads = s.cluster_metadata_reads() - before
+
+    async def listed() -> list[str]:
+        out = []
+        for app in apps:
+            out += [w.id async for w in client.list_workflows(f"RolloutApp = '{app}'")
+                    if w.status == WorkflowExecutionStatus.COMPLETED]
+        return sorted(out)
+
+    found: list[str] = []
+    for _ in range(120):  # visibility is eventually consistent
+        found = await listed()
+        if found == apps:
+            break
+        await asyncio.sleep(0.5)
+    return reads, apps, found
+
+
+@pytest.mark.parametrize("server", [None], indirect=True, ids=["default"])
+async def test_temporal_sh_dev_server_serves_search_attributes_from_its_cache(server: DevServer) -> None:
+    reads, apps, found = await _run_workflows(server)
+    # The search attributes still work (the cache holds the ones temporal.sh registered at start)...
+    assert found == apps
+    # ... and the workflows' upserts and visibility writes read them from the cache: at most the cache's own
+    # refresh (once a minute), where the CLI's default reads the database on every use (the control below).
+    assert reads <= 2, f"{reads} cluster-metadata reads for {WORKFLOWS} workflows: search-attribute cache is off"
+
+
+@pytest.mark.parametrize("server", ["off"], indirect=True, ids=["TEMPORAL_SA_CACHE=off"])
+async def test_control_without_the_cache_every_workflow_reads_the_database(server: DevServer) -> None:
+    reads, apps, found = await _run_workflows(server)
+    assert found == apps
+    assert reads >= WORKFLOWS, f"only {reads} cluster-metadata reads for {WORKFLOWS} workflows with the cache off"
