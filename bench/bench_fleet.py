@@ -71,6 +71,23 @@ def apiserver_requests() -> float:
     return sum(float(m.group(1)) for m in re.finditer(r"^apiserver_request_total\{[^}]*\} (\S+)$", text, re.M))
 
 
+def dropped_dispatches() -> dict[str, float]:
+    """Matching's answers from history that a task it just dispatched was already started, by task type, from the
+    dev server's metrics (temporal.sh: port + 11). Each is a lost task: history committed the start, matching had
+    given up on that write after 1 s (sync match) and dropped the dispatch (bench/RESULTS.md, lost tasks)."""
+    host, port = TEMPORAL_ADDRESS.rsplit(":", 1)
+    try:
+        text = subprocess.run(["curl", "-s", "--max-time", "5", f"http://{host}:{int(port) + 11}/metrics"],
+                              capture_output=True, text=True, timeout=10).stdout
+    except (subprocess.SubprocessError, ValueError):
+        return {}
+    out: dict[str, float] = {}
+    for m in re.finditer(r'^client_errors\{[^}]*error_type="serviceerror_TaskAlreadyStarted"[^}]*'
+                         r'operation="HistoryClientRecord(\w+)TaskStarted"[^}]*\} (\S+)$', text, re.M):
+        out[m.group(1)] = out.get(m.group(1), 0) + float(m.group(2))
+    return out
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return round(xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))], 2) if xs else float("nan")
@@ -195,10 +212,10 @@ class TreeSampler(threading.Thread):
         return round(self.peak_mb, 1)
 
 
-async def lost_tasks(client: Client, workflow_ids: list[str]) -> dict[str, int]:
+async def lost_tasks(client: Client, workflow_ids: list[str]) -> dict[str, Any]:
     """Over all rollouts of a run: workflow tasks that timed out after being handed to a worker (a task the worker
     never got: 10 s lost each) and activity attempts retried after a timeout (start-to-close or heartbeat)."""
-    out = {"workflow_task_timeouts": 0, "activity_timeout_retries": 0}
+    out: dict[str, Any] = {"workflow_task_timeouts": 0, "activity_timeout_retries": 0}
     sem = asyncio.Semaphore(10)
 
     async def one(wid: str) -> None:
@@ -243,6 +260,7 @@ async def run_rollwright(client: Client, queue: str, n: int, replicas: int, neve
     sampler = ProcSampler([w.proc.pid for w in workers if w.proc])
     sampler.start()
     req0, t0 = apiserver_requests(), time.monotonic()
+    drop0 = dropped_dispatches()
 
     starts: list[float] = []
 
@@ -267,6 +285,8 @@ async def run_rollwright(client: Client, queue: str, n: int, replicas: int, neve
             wrong.append(f"{specs[i].app}: {r.outcome.value} {r.cause}")
     samples = [timeline(history_events(f"rollout.{s.app}.bench")) for s in specs[never:][::max(1, (n - never) // 5)][:5]]
     lost = await lost_tasks(client, [f"rollout.{s.app}.bench" for s in specs])
+    drop1 = dropped_dispatches()  # every user of the server counts: an upper bound for ours
+    lost["server_dropped_dispatches"] = {k: int(v - drop0.get(k, 0)) for k, v in drop1.items()}
     events = [x["events"] for x in samples]
     drop(nss)
     return {"n": n, "never_ready": never, "workers": len(workers), "wall_s": round(wall, 2),
