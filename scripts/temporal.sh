@@ -26,26 +26,26 @@ up() {
   # seconds after its last pinned rollout closed. Production servers keep their own values.
   args+=(--dynamic-config-value 'matching.wv.VersionDrainageStatusRefreshInterval="5s"'
          --dynamic-config-value 'matching.wv.VersionDrainageStatusVisibilityGracePeriod="5s"')
-  # Lost tasks under load (issue 13, bench/RESULTS.md): matching gives history 1 s (hard-coded for a sync match)
-  # to record a task as started; past that it drops the dispatch although history committed it, and the task waits
-  # for its timeout (workflow task 10 s, a step 20 s). On this machine that write waits mostly for CPU and for the
-  # dev server's one history shard, whose writes run one at a time (history.shardIOConcurrency, default 1), behind
-  # every other workflow's. Three settings shorten that queue:
-  # - TEMPORAL_NICE (-5): the server gets more CPU than the test suites, kubectl and workers sharing the cores.
-  #   Without the right to raise priority, nice warns and starts the server at normal priority.
-  # - TEMPORAL_SHARD_IO_CONCURRENCY (4): writes of different workflows in flight at once on the shard.
+  # Lost tasks under load (issue 13, bench/RESULTS.md "lost tasks"): on a sync match, matching gives history 1 s
+  # (hard-coded) to record a task as started; past that it drops the dispatch although history commits the start,
+  # and the task waits for its timeout (workflow task 10 s, a step 20 s). That write waits behind every other
+  # workflow's on the dev server's single history shard, whose writes run one at a time by default, and the
+  # CLI's dev server adds database reads to each of them. Two settings shorten that queue:
+  # - TEMPORAL_SHARD_IO_CONCURRENCY (4): writes of different workflows in flight at once on the shard
+  #   (history.shardIOConcurrency, default 1). 200 rollouts: record-started calls over 1 s 86-119 instead of
+  #   261-683, a 30-45% shorter wall time.
   # - TEMPORAL_SA_CACHE (on): the CLI's dev server turns its search-attribute and namespace caches off by default,
-  #   so every use reads the database (~3 cluster-metadata and ~2 namespace reads per workflow update). Our
-  #   attributes are registered by the flags above, before the server serves, so the cache (60 s refresh) is right
-  #   for them; one added later with `temporal operator search-attribute create` is usable within 60 s. `off`
-  #   restores the CLI's default.
+  #   so every use reads the database (~3 cluster-metadata and ~2 namespace reads per workflow update, 2/3 of all
+  #   its database calls). Our attributes are registered by the flags above, before the server serves, so the
+  #   cache (60 s refresh) is right for them; one added later with `temporal operator search-attribute create`
+  #   is usable within 60 s. `off` restores the CLI's default.
   if [[ ${TEMPORAL_SA_CACHE:-on} == on ]]; then
     args+=(--dynamic-config-value 'system.forceSearchAttributesCacheRefreshOnRead=false'); fi
   args+=(--dynamic-config-value "history.shardIOConcurrency=${TEMPORAL_SHARD_IO_CONCURRENCY:-4}")
   # Encryption on (README "Encrypting workflow payloads"): the UI asks this `rollwright codec-server` to decode.
   [[ -n ${ROLLWRIGHT_UI_CODEC_ENDPOINT:-} ]] && args+=(--ui-codec-endpoint "$ROLLWRIGHT_UI_CODEC_ENDPOINT")
   log "temporal: starting dev server on 127.0.0.1:$PORT (UI http://127.0.0.1:$UI_PORT)"
-  start_bg temporal nice -n "${TEMPORAL_NICE:--5}" "$TEMPORAL" "${args[@]}"
+  start_bg temporal "$TEMPORAL" "${args[@]}"
   wait_for temporal 60 "$TEMPORAL" operator cluster health --address "127.0.0.1:$PORT"
   # The namespace answers health before search attributes are queryable; wait for ours to be listed.
   wait_for temporal 30 bash -c "'$TEMPORAL' operator search-attribute list --address 127.0.0.1:$PORT | grep -q RolloutOutcome"
