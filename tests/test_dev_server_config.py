@@ -77,12 +77,23 @@ class DevServer:
         pid = (self.state / "run/temporal.pid").read_text().strip()
         return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
 
-    def cluster_metadata_reads(self) -> float:
-        """history's GetCurrentClusterMetadata calls to the database, from the server's Prometheus endpoint."""
+    def _reads_now(self) -> float:
         text = httpx.get(f"http://127.0.0.1:{self.port + 11}/metrics", timeout=10).text
         return sum(float(m.group(1)) for m in re.finditer(
             r'^persistence_requests\{[^}]*operation="GetCurrentClusterMetadata"[^}]*service_name="history"[^}]*\} (\S+)$',
             text, re.M))
+
+    async def cluster_metadata_reads(self) -> float:
+        """history's GetCurrentClusterMetadata calls to the database, from the server's Prometheus endpoint, once
+        the count has settled: the server publishes its counters on a reporting interval (about a second), so a
+        read right after the workflows can miss the last ones. Settled = the same value three times, 1 s apart."""
+        seen = [self._reads_now()]
+        for _ in range(60):
+            await asyncio.sleep(1)
+            seen.append(self._reads_now())
+            if len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]:
+                return seen[-1]
+        raise AssertionError(f"the server's cluster-metadata read count never settled: {seen[-5:]}")
 
 
 @pytest.fixture
@@ -104,10 +115,10 @@ async def _run_workflows(s: DevServer) -> tuple[float, list[str], list[str]]:
     async with Worker(client, task_queue=queue, workflows=[TrivialWorkflow]):
         # One workflow first: the cache is cold after the start, and its first load is a read in both modes.
         await client.execute_workflow(TrivialWorkflow.run, f"warm-{tag}", id=f"warm-{tag}", task_queue=queue)
-        before = s.cluster_metadata_reads()
+        before = await s.cluster_metadata_reads()
         for app in apps:
             assert await client.execute_workflow(TrivialWorkflow.run, app, id=app, task_queue=queue) == f"hello {app}"
-        reads = s.cluster_metadata_reads() - before
+        reads = await s.cluster_metadata_reads() - before
     print(f"cluster-metadata reads for {WORKFLOWS} workflows: {reads:.0f}")
 
     async def listed() -> list[str]:
