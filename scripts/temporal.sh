@@ -30,10 +30,11 @@ up() {
   # (hard-coded) to record a task as started; past that it drops the dispatch although history commits the start,
   # and the task waits for its timeout (workflow task 10 s, a step 20 s). That write waits behind every other
   # workflow's on the dev server's single history shard, whose writes run one at a time by default, and the
-  # CLI's dev server adds database reads to each of them. Two settings shorten that queue:
+  # CLI's dev server adds database reads to each of them. Two settings shorten that queue (they make a fleet
+  # faster; they do not remove the race, whose fix is in the server):
   # - TEMPORAL_SHARD_IO_CONCURRENCY (4): writes of different workflows in flight at once on the shard
-  #   (history.shardIOConcurrency, default 1). 200 rollouts: record-started calls over 1 s 86-119 instead of
-  #   261-683, a 30-45% shorter wall time.
+  #   (history.shardIOConcurrency, default 1). 200 rollouts on a private server: wall 46-70 s in 5 runs against
+  #   61-112 s in 4 with the CLI's defaults.
   # - TEMPORAL_SA_CACHE (on): the CLI's dev server turns its search-attribute and namespace caches off by default,
   #   so every use reads the database (~3 cluster-metadata and ~2 namespace reads per workflow update, 2/3 of all
   #   its database calls). Our attributes are registered by the flags above, before the server serves, so the
