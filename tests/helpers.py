@@ -228,7 +228,8 @@ def _payload_json(p: dict[str, Any]) -> Any:
 def local_activities(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The local activities of a history, in order: one ``MarkerRecorded`` event named ``core_local_activity`` per
     finished local activity (workflows/rollout.py runs the short cluster steps so). Each as ``activity_type``,
-    ``attempt``, ``failed`` and ``summary``. ``events`` as ``temporal workflow show -o json`` prints them (or
+    ``attempt``, ``failed`` and ``summary``. (No run time: the marker's times mix the workflow's clock and the
+    worker's.) ``events`` as ``temporal workflow show -o json`` prints them (or
     ``google.protobuf.json_format.MessageToDict`` of the SDK's events)."""
     out = []
     for e in events:

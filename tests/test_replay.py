@@ -47,6 +47,9 @@ def test_histories_are_recorded() -> None:
     assert {"approval-local-steps", "pause-resume-local-steps", "pause-then-abort-apply-local-steps",
             "pause-then-abort-prepare-local-steps", "cancel-mid-wait-local-steps", "rollback-failed-local-steps",
             "success-local-steps-real"} <= names
+    for p in HISTORIES:
+        if p.stem.endswith("local-steps") or p.stem.endswith("local-steps-real"):
+            assert '"core_local_activity"' in p.read_text(), f"{p.name} has no local activity marker"
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -351,8 +351,7 @@ async def test_a_short_step_failing_once_is_retried_by_its_retry_policy(env: Wor
     assert res.outcome == Outcome.SUCCEEDED, res
     assert f.calls[:4] == ["prepare_release", "snapshot_release", "apply_release", "apply_release"]
     apply = [la for la in local_activities(events) if la["activity_type"] == "apply_release"]
-    assert apply == [{"activity_type": "apply_release", "attempt": 2, "failed": False,
-                      "summary": "server-side apply 1 objects"}]
+    assert [(la["attempt"], la["failed"], la["summary"]) for la in apply] == [(2, False, "server-side apply 1 objects")]
 
 
 # ---- each step failing ------------------------------------------------------------------------------------------
