@@ -11,6 +11,12 @@ start-to-close timeout. With a heartbeat timeout the server retries it after tha
 must therefore heartbeat even while it waits on one slow API call (up to 30 s): one shared ticker thread
 heartbeats every running step that has run for ``EVERY`` seconds, so the many steps that end within a second send
 no heartbeat at all (no extra load on the server).
+
+Since ``local-short-steps-v1`` (workflows/rollout.py) these steps usually run as *local* activities, inside the
+workflow task, on the worker that runs the workflow: no task is dispatched, so none can be lost, and the server
+knows nothing of them (no heartbeat timeout, nothing to heartbeat to; the SDK core logs a warning for each heartbeat
+of a local activity). So neither the ticker nor ``beat`` sends anything for a local activity. Runs recorded before
+that patch still schedule them as normal activities, which keep heartbeating as before.
 """
 
 from __future__ import annotations
@@ -68,11 +74,21 @@ def _leave(token: int) -> None:
         _running.pop(token, None)
 
 
+def beat(*details: Any) -> None:
+    """``activity.heartbeat`` for the short steps' own progress beats: skipped when the step runs as a local
+    activity (see the module docstring); a cancel reaches a local activity without a heartbeat."""
+    if not activity.info().is_local:
+        activity.heartbeat(*details)
+
+
 def keepalive(fn: F) -> F:
-    """Heartbeats for ``fn`` (a sync activity) every ``EVERY`` seconds while it runs, from a shared thread."""
+    """Heartbeats for ``fn`` (a sync activity) every ``EVERY`` seconds while it runs, from a shared thread; none
+    when it runs as a local activity."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if activity.info().is_local:
+            return fn(*args, **kwargs)
         token = _enter()
         try:
             return fn(*args, **kwargs)

@@ -17,7 +17,7 @@ from activities import fieldsets
 from activities import revisions as rec
 from activities.clients import Clients
 from activities.errors import from_api
-from activities.keepalive import keepalive
+from activities.keepalive import beat, keepalive
 from activities.kube import Kube, ref_of
 from activities.objects import check_digest, recorded_payload, release_objects
 from contract import FIELD_MANAGER
@@ -111,7 +111,7 @@ class ReleaseActivities:
         objects = [o for o in objects if (o["kind"], o["metadata"]["name"]) not in skip
                    and (only is None or (o["kind"], o["metadata"]["name"]) in only)]
         for o in objects:
-            activity.heartbeat(str(ref_of(o)))
+            beat(str(ref_of(o)))
             try:
                 kube.apply(o, dry_run=inp.dry_run)
             except ApiException as e:
@@ -129,7 +129,7 @@ class ReleaseActivities:
         # Reverse dependency order: workloads go back before the config they read disappears.
         for entry in sorted(payload["previous"], key=lambda p: -KINDS[p["ref"]["kind"]].order):
             ref = ObjectRef.model_validate(entry["ref"])
-            activity.heartbeat(str(ref))
+            beat(str(ref))
             try:
                 if entry["object"] is None:
                     if ref.kind == "Namespace":
@@ -187,7 +187,7 @@ class ReleaseActivities:
         out = PruneResult()
         for r in payload.get("prune", []):
             ref = ObjectRef.model_validate(r)
-            activity.heartbeat(str(ref))
+            beat(str(ref))
             try:
                 live = kube.get(ref)
                 if live is None:

@@ -45,7 +45,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from orchestrator.client import RolloutClient  # noqa: E402
 from orchestrator.loader import load_spec  # noqa: E402
 from orchestrator.models import Outcome  # noqa: E402
-from tests.helpers import STATE, TEMPORAL_ADDRESS, WorkerProcess, history_events, simulated  # noqa: E402
+from tests.helpers import STATE, TEMPORAL_ADDRESS, WorkerProcess, history_events, local_activities, simulated  # noqa: E402
 
 KUBECONFIG = STATE / "kubeconfig"
 STATUS = Path("/tmp/stack-status.txt")
@@ -139,7 +139,9 @@ def _t(e: dict[str, Any]) -> float:
 def timeline(events: list[dict[str, Any]]) -> dict[str, Any]:
     """Where one rollout's time went, from its history: workflow tasks (scheduled -> started is queueing in the
     server and the worker's pollers; started -> completed is the worker running workflow code) and each activity
-    (scheduled -> started, started -> completed)."""
+    (scheduled -> started, started -> completed). Local activities (the short steps since local-short-steps-v1:
+    ``MarkerRecorded`` events) run inside a workflow task, so their time is in ``wft_run_s``; ``local_activities``
+    counts them."""
     t0 = _t(events[0])
     wft: list[list[float]] = []
     acts: dict[str, list[Any]] = {}
@@ -158,7 +160,9 @@ def timeline(events: list[dict[str, Any]]) -> dict[str, Any]:
             acts[str(a["scheduledEventId"])][2] = acts[str(a["scheduledEventId"])][3] = t
         elif typ in ("ACTIVITY_TASK_COMPLETED", "ACTIVITY_TASK_FAILED"):
             acts[str(a["scheduledEventId"])][3] = t
+    local = local_activities(events)
     return {"total_s": round(_t(events[-1]) - t0, 2), "events": len(events), "workflow_tasks": len(wft),
+            "local_activities": len(local),
             "wft_queue_s": round(sum(b - a for a, b, _ in wft), 2), "wft_run_s": round(sum(c - b for _, b, c in wft), 2),
             "activities": [[n, round(st - sc, 2), round(c - st, 2)] for n, sc, st, c in acts.values()]}
 
@@ -173,6 +177,7 @@ def profile(samples: list[dict[str, Any]]) -> dict[str, Any]:
         for n, q, r in s["activities"]:
             per.setdefault(n, []).append([q, r])
     return {"total_s": mean([s["total_s"] for s in samples]), "workflow_tasks": mean([s["workflow_tasks"] for s in samples]),
+            "local_activities": mean([s.get("local_activities", 0) for s in samples]),
             "wft_queue_s": mean([s["wft_queue_s"] for s in samples]), "wft_run_s": mean([s["wft_run_s"] for s in samples]),
             "activities": {n: [mean([x[0] for x in v]), mean([x[1] for x in v])] for n, v in per.items()}}
 

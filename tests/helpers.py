@@ -6,6 +6,7 @@ server whose answer a test can flip, standing in for the app a health check prob
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -212,15 +213,51 @@ def history_events(workflow_id: str, run_id: str | None = None, env: dict[str, s
     return json.loads(r.stdout)["events"]
 
 
+def _payload_json(p: dict[str, Any]) -> Any:
+    """A json/plain payload of a history event as JSON: the CLI prints the data decoded (a JSON value), protobuf's
+    MessageToDict as base64."""
+    data = p.get("data")
+    if isinstance(data, str):
+        try:
+            return json.loads(base64.b64decode(data))
+        except ValueError:
+            return json.loads(data)
+    return data
+
+
+def local_activities(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The local activities of a history, in order: one ``MarkerRecorded`` event named ``core_local_activity`` per
+    finished local activity (workflows/rollout.py runs the short cluster steps so). Each as ``activity_type``,
+    ``attempt``, ``failed`` and ``summary``. (No run time: the marker's times mix the workflow's clock and the
+    worker's.) ``events`` as ``temporal workflow show -o json`` prints them (or
+    ``google.protobuf.json_format.MessageToDict`` of the SDK's events)."""
+    out = []
+    for e in events:
+        m = e.get("markerRecordedEventAttributes")
+        if not m or m.get("markerName") != "core_local_activity":
+            continue
+        data = _payload_json(m["details"]["data"]["payloads"][0])
+        summary = ((e.get("userMetadata") or {}).get("summary"))
+        out.append({"activity_type": data["activity_type"], "attempt": int(data["attempt"]),
+                    "failed": "failure" in m, "summary": _payload_json(summary) if summary else None})
+    return out
+
+
 def activity_counts(events: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Per activity type: how many were scheduled / completed, and the highest attempt seen."""
+    """Per activity type: how many were scheduled as activity tasks, how many ran as local activities (``local``:
+    their markers), how many completed (either way), and the highest attempt seen."""
     sched: dict[str, str] = {}
     out: dict[str, dict[str, int]] = {}
+    for la in local_activities(events):
+        c = out.setdefault(la["activity_type"], {"scheduled": 0, "local": 0, "completed": 0, "max_attempt": 0})
+        c["local"] += 1
+        c["completed"] += 0 if la["failed"] else 1
+        c["max_attempt"] = max(c["max_attempt"], la["attempt"])
     for e in events:
         a = e.get("activityTaskScheduledEventAttributes")
         if a:
             sched[str(e["eventId"])] = a["activityType"]["name"]
-            out.setdefault(a["activityType"]["name"], {"scheduled": 0, "completed": 0, "max_attempt": 0})
+            out.setdefault(a["activityType"]["name"], {"scheduled": 0, "local": 0, "completed": 0, "max_attempt": 0})
             out[a["activityType"]["name"]]["scheduled"] += 1
         for key in ("activityTaskCompletedEventAttributes", "activityTaskStartedEventAttributes"):
             b = e.get(key)

@@ -7,7 +7,8 @@
     only the in-cluster worker polls. That worker fetches the bundle, builds (through the host engine's socket)
     and pushes, applies into its managed namespace `apps`, waits for real pods and health-checks the app through
     the Service's cluster DNS name. The broken v2 is rolled back. Every activity of both histories was started
-    by an in-cluster worker pod (ActivityTaskStarted identity `…@<pod name>`).
+    by an in-cluster worker pod (ActivityTaskStarted identity `…@<pod name>`), and every workflow task, in which
+    the short steps run as local activities, was completed by one (WorkflowTaskCompleted identity).
 Run by the test suite against the real local stack; the module cleans up the demo's objects and the worker's
 release (namespace `rollwright`, its cluster-scoped RBAC) at the end.
 """
@@ -39,7 +40,7 @@ from activities.kube import Kube
 from activities.revisions import list_records
 from orchestrator.client import RolloutClient
 from orchestrator.models import Outcome, RolloutResult, Step
-from tests.helpers import WorkerProcess, cli, history_events, wait_until
+from tests.helpers import WorkerProcess, cli, history_events, local_activities, wait_until
 from tests.test_self_deploy import _end_if_orphaned
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -248,14 +249,18 @@ async def test_b_demo_runs_entirely_on_the_in_cluster_worker(incluster: InCluste
     dep = apps.read_namespaced_deployment("demo", "apps")
     assert dep.spec.template.spec.containers[0].image == v1.result.image
 
-    # Every activity of both rollouts was started by an in-cluster worker pod, none by a host worker.
+    # Every activity of both rollouts was started by an in-cluster worker pod, none by a host worker; the short
+    # steps run as local activities inside the workflow tasks, so every workflow task was completed by one too.
     pods = before | {p.metadata.name for p in _worker_pods(core)}
     for run in (v1, v2):
         acts = _activities(run.events)
         assert acts
         hosts = {ident.rsplit("@", 1)[-1] for _, ident, _ in acts}
         assert hosts <= pods, (hosts, pods, sorted({i for _, i, _ in acts}))
-        names = [t for t, _, _ in acts]
+        wft = {e["workflowTaskCompletedEventAttributes"]["identity"] for e in run.events
+               if "workflowTaskCompletedEventAttributes" in e}
+        assert {i.rsplit("@", 1)[-1] for i in wft} <= pods, (wft, pods)
+        names = [t for t, _, _ in acts] + [la["activity_type"] for la in local_activities(run.events)]
         steps = ["prepare_release", "build_image", "push_image", "apply_release", "wait_ready"]
         steps += ["run_health_checks", "finalize_revision"] if run is v1 else ["rollback_release"]
         assert set(steps) <= set(names), (steps, names)

@@ -5,6 +5,7 @@ tests/test_workflow_branches.py.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -67,3 +68,23 @@ def test_the_step_keeps_its_name_and_signature_for_the_sdk() -> None:
 
     wrapped = keepalive.keepalive(snapshot_release)
     assert wrapped.__name__ == "snapshot_release" and wrapped.__wrapped__ is snapshot_release  # type: ignore[attr-defined]
+
+
+def test_a_local_activity_sends_no_heartbeat(fast_ticks: None) -> None:
+    """Since local-short-steps-v1 the short steps run as local activities: nothing heartbeats to the server (the SDK
+    core would log a warning for every heartbeat of one), neither the ticker nor ``beat``."""
+    beats: list[Any] = []
+    env = _env(beats)
+    env.info = dataclasses.replace(env.info, is_local=True)
+
+    @keepalive.keepalive
+    def slow_local_step() -> bool:
+        keepalive.beat("Deployment/shop/web")
+        time.sleep(2.5)  # two ticks of the ticker
+        return bool(activity.info().is_local)
+
+    assert env.run(slow_local_step) is True
+    assert beats == [] and not keepalive._running
+    # The same step as a normal activity beats both ways.
+    assert _env(beats).run(lambda: keepalive.beat("Deployment/shop/web")) is None
+    assert beats == [("Deployment/shop/web",)]

@@ -44,6 +44,7 @@ from tests.helpers import (
     cli,
     free_port,
     history_events,
+    local_activities,
     temporal_cli,
     wait_until,
     write_release,
@@ -512,7 +513,7 @@ async def test_long_canary_continues_as_new_and_finishes(app: str, temporal: Cli
           f"{len(first)} events, last run {len(last)}; canary done in {time.monotonic() - t0:.1f}s")
     assert "workflowExecutionContinuedAsNewEventAttributes" in first[-1], first[-1]
     scheduled = [e["activityTaskScheduledEventAttributes"]["activityType"]["name"] for e in last
-                 if "activityTaskScheduledEventAttributes" in e]
+                 if "activityTaskScheduledEventAttributes" in e] + [la["activity_type"] for la in local_activities(last)]
     assert "prepare_release" not in scheduled and "snapshot_release" not in scheduled and "finalize_revision" in \
         scheduled, scheduled
     d = deployments(apps, namespace)

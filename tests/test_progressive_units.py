@@ -429,7 +429,13 @@ async def test_workflow_cancel_mid_analysis_scales_the_canary_to_zero_then_rolls
         await r.handle.cancel()
         res = await r.result()
     assert res.outcome == Outcome.ABORTED and res.cause == "workflow cancelled"  # a Canceled run, as reported
-    assert [c for c in f.calls if not c.startswith("cancelled:")] == HEAD + [
+    calls = [c for c in f.calls if not c.startswith("cancelled:")]
+    # The held measurement's cancellation is not awaited (background analysis): when it lands while the last
+    # workflow task runs, the server refuses that task's completion, and the retried task runs its local
+    # activity (finalize, idempotent) again. The history records it once.
+    if calls[-2:] == ["finalize_revision:rolled-back"] * 2:
+        calls.pop()
+    assert calls == HEAD + [
         "set_traffic:canary-weight:20", "wait_ready", "set_traffic:info", "measure_metric", "measure_metric",
         "set_traffic:canary-abort", "rollback_release", "wait_ready", "finalize_revision:rolled-back"]
 
@@ -489,7 +495,9 @@ async def test_long_canary_continues_as_new_and_carries_its_status_over(own_env:
     between steps. The new runs skip validate/build/snapshot/apply, resume at the right step with the rest of the
     pause, keep the measurements, counters and the approver of the `pause: {}`, and finish the canary once."""
     f = ProgFakes(values=[0.01] * 1000)
-    async with Run(own_env, f, long_canary(60)) as r:
+    # 50 (60 before the short steps became local activities: fewer events per step) puts one continue-as-new inside
+    # the timed pause and one between steps.
+    async with Run(own_env, f, long_canary(50)) as r:
         st = await _latest_status(r, lambda s: s.progressive is not None and s.progressive.awaiting_promotion
                                   and s.progressive.step == 4)
         assert st.progressive is not None and st.progressive.runs >= 2, st.progressive
@@ -547,6 +555,8 @@ async def test_failure_counts_and_abort_survive_continue_as_new(own_env: Workflo
     assert f.calls[-4:] == ["set_traffic:canary-abort", "rollback_release", "wait_ready", "finalize_revision:rolled-back"]
 
     f = ProgFakes(values=[0.01] * 1000)
+    # 50 (60 before the short steps became local activities: fewer events per step) puts one continue-as-new inside
+    # the timed pause and one between steps.
     async with Run(own_env, f, long_canary(60)) as r:
         st = await _latest_status(r, lambda s: s.progressive is not None and s.progressive.runs >= 2)
         h = r.env.client.get_workflow_handle(r.handle.id)  # type: ignore[union-attr]

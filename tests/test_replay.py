@@ -42,6 +42,14 @@ def test_histories_are_recorded() -> None:
     # tests/test_workflow_branches.py with ROLLWRIGHT_RECORD_HISTORIES=1, and from real runs on the dev server).
     assert {"approval-v2", "pause-resume-v2", "pause-then-abort-apply-v2", "cancel-mid-wait-v2", "rollback-failed-v2",
             "cancel-mid-wait-real-v2", "approval-real-v2"} <= names
+    # Issue 13: the short steps as local activities (workflow.patched("local-short-steps-v1")), recorded from
+    # tests/test_workflow_branches.py and from a real rolling rollout on the dev server.
+    assert {"approval-local-steps", "pause-resume-local-steps", "pause-then-abort-apply-local-steps",
+            "pause-then-abort-prepare-local-steps", "cancel-mid-wait-local-steps", "rollback-failed-local-steps",
+            "success-local-steps-real"} <= names
+    for p in HISTORIES:
+        if p.stem.endswith("local-steps") or p.stem.endswith("local-steps-real"):
+            assert '"core_local_activity"' in p.read_text(), f"{p.name} has no local activity marker"
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -241,8 +241,9 @@ async def test_worker_killed_mid_wait_new_worker_completes(kubeconfig: Path, tem
     assert res.outcome == Outcome.SUCCEEDED, res.cause
     assert _deploy_image(apps, namespace, "kill") == res.image
     counts = activity_counts(history_events(handle.id, env=cli_env))
-    # Applied once: the apply step had completed before the kill and is not repeated by the new worker.
-    assert counts["apply_release"] == {"scheduled": 1, "completed": 1, "max_attempt": 1}
+    # Applied once: the apply step (a local activity, recorded as a marker) had completed before the kill and is not
+    # repeated by the new worker.
+    assert counts["apply_release"] == {"scheduled": 0, "local": 1, "completed": 1, "max_attempt": 1}
     # The wait was retried on the new worker (heartbeat timeout) and completed there.
     assert counts["wait_ready"]["completed"] == 1 and counts["wait_ready"]["max_attempt"] >= 2
     cm = k8s.CoreV1Api(apps.api_client).read_namespaced_config_map("kill-cfg", namespace)

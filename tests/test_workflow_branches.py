@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from google.protobuf.json_format import MessageToDict
 from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -49,6 +50,7 @@ from orchestrator.models import (
     RollbackInput,
     RollbackResult,
     RolloutResult,
+    RolloutStatus,
     SnapshotInput,
     Step,
     WaitInput,
@@ -56,7 +58,8 @@ from orchestrator.models import (
     WorkloadStatus,
 )
 from orchestrator.spec import Abort, Approval, ReleaseSpec
-from workflows.rollout import RolloutWorkflow
+from tests.helpers import local_activities
+from workflows.rollout import SHORT_STEPS, RolloutWorkflow
 
 TEST_SERVER = Path(sysconfig.get_path("scripts")) / "temporal-test-server"
 WEB = ObjectRef(api_version="apps/v1", kind="Deployment", name="web", namespace="shop")
@@ -86,9 +89,9 @@ class Fakes:
     ``finalize_revision:<status>`` for the finalize calls; the nth call of a name is also ``name#n``."""
 
     def __init__(self, *, fail: dict[str, str] | None = None, hold: set[str] | None = None,
-                 prune_count: int | None = None, lose: set[str] | None = None) -> None:
+                 prune_count: int | None = None, flaky: set[str] | None = None) -> None:
         self.calls: list[str] = []
-        self.lose = lose or set()  # names whose first attempt is "lost": started, then never a heartbeat or result
+        self.flaky = flaky or set()  # names whose first attempt fails with a retryable error
         self.prune_count = prune_count  # what snapshot_release reports (None: a worker that did not count)
         self.fail = fail or {}
         self.hold = hold or set()
@@ -107,14 +110,15 @@ class Fakes:
         keys = [key, f"{key}#{n}"]
         for k in keys:
             self.started(k).set()
-        if key in self.lose and activity.info().attempt == 1:
-            await asyncio.Event().wait()  # like a dispatch that never reached a worker: no heartbeat, no result
+        if key in self.flaky and activity.info().attempt == 1:
+            raise ApplicationError(f"{key}: apiserver unavailable (HTTP 503)", type="KubernetesApiError")
         for k in keys:
             if k in self.hold:
                 ev = self._released.setdefault(k, asyncio.Event())
                 try:
                     while not ev.is_set():
-                        activity.heartbeat()
+                        if not activity.info().is_local:  # a local activity's cancel needs no heartbeat
+                            activity.heartbeat()
                         await asyncio.sleep(0.05)
                 except asyncio.CancelledError:
                     self.calls.append(f"cancelled:{key}")
@@ -206,8 +210,9 @@ class Run:
     async def __aenter__(self) -> Run:
         # Cancels reach an activity only through heartbeats, which the SDK throttles (up to 30 s): unthrottled
         # here so a cancel lands at once.
+        self.worker_identity = f"main-{self.tq}"
         self.worker = Worker(self.env.client, task_queue=self.tq, workflows=[RolloutWorkflow],
-                             activities=self.fakes.activities(),
+                             activities=self.fakes.activities(), identity=self.worker_identity,
                              max_heartbeat_throttle_interval=timedelta(milliseconds=50),
                              default_heartbeat_throttle_interval=timedelta(milliseconds=50))
         await self.worker.__aenter__()
@@ -216,6 +221,7 @@ class Run:
         self.wait_worker = Worker(self.env.client, task_queue=f"{self.tq}-waits",
                                   activities=[a for a in self.fakes.activities()
                                               if getattr(a, "__temporal_activity_definition").name == "wait_ready"],
+                                  identity=f"waits-{self.tq}",
                                   max_heartbeat_throttle_interval=timedelta(milliseconds=50),
                                   default_heartbeat_throttle_interval=timedelta(milliseconds=50))
         await self.wait_worker.__aenter__()
@@ -240,6 +246,11 @@ class Run:
             hist = await self.handle.fetch_history()
             (Path(__file__).parent / "histories" / f"{name}.json").write_text(hist.to_json())
 
+    async def events(self) -> list[dict[str, Any]]:
+        """The history as ``temporal workflow show -o json`` prints it (for tests.helpers)."""
+        assert self.handle is not None
+        return [MessageToDict(ev) async for ev in self.handle.fetch_history_events()]
+
     async def when_started(self, key: str) -> None:
         await asyncio.wait_for(self.fakes.started(key).wait(), 30)
 
@@ -263,20 +274,31 @@ async def test_success_runs_every_step_in_order(env: WorkflowEnvironment) -> Non
 
 async def test_waits_run_on_their_own_queue_and_changes_on_the_main_one(env: WorkflowEnvironment) -> None:
     """Issue 13: wait_ready (apply's and rollback's) is scheduled on <queue>-waits; every step that changes the
-    cluster stays on the main queue, so it never queues behind a wait."""
+    cluster runs as a local activity in the workflow task, on the worker that runs the workflow (main queue), so it
+    never queues behind a wait and has no activity task of its own."""
     f = Fakes(fail={"wait_ready#1": "WorkloadFailed: never ready"})
     async with Run(env, f, spec()) as r:
         res = await r.result()
-        assert r.handle is not None
-        queues: dict[str, set[str]] = {}
-        async for ev in r.handle.fetch_history_events():
-            if ev.HasField("activity_task_scheduled_event_attributes"):
-                a = ev.activity_task_scheduled_event_attributes
-                queues.setdefault(a.activity_type.name, set()).add(a.task_queue.name)
+        events = await r.events()
+    queues: dict[str, set[str]] = {}
+    for ev in events:
+        a = ev.get("activityTaskScheduledEventAttributes")
+        if a:
+            queues.setdefault(a["activityType"]["name"], set()).add(a["taskQueue"]["name"])
     assert res.outcome == Outcome.ROLLED_BACK and f.calls[-3:] == RB
     assert queues["wait_ready"] == {f"{r.tq}-waits"}
-    for name in ("apply_release", "rollback_release", "finalize_revision", "snapshot_release"):
-        assert queues[name] == {r.tq}, (name, queues[name])
+    assert queues["build_image"] == queues["push_image"] == {r.tq}
+    assert not set(queues) & SHORT_STEPS, queues
+    local = [la["activity_type"] for la in local_activities(events)]
+    assert local == ["prepare_release", "snapshot_release", "apply_release", "rollback_release", "finalize_revision"]
+    # The local steps ran where the workflow tasks ran: on the main worker; the waits on the waits worker.
+    wft_done = [ev for ev in events if ev["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_COMPLETED"]
+    assert {ev["workflowTaskCompletedEventAttributes"]["identity"] for ev in wft_done} == {r.worker_identity}
+    started = {ev["activityTaskStartedEventAttributes"]["identity"] for ev in events
+               if "activityTaskStartedEventAttributes" in ev and ev["activityTaskStartedEventAttributes"][
+                   "scheduledEventId"] in {e["eventId"] for e in events if e.get(
+                       "activityTaskScheduledEventAttributes", {}).get("activityType", {}).get("name") == "wait_ready"}}
+    assert started == {f"waits-{r.tq}"}, started
 
 
 async def test_manifests_only_release_skips_build_and_push(env: WorkflowEnvironment) -> None:
@@ -290,42 +312,47 @@ async def test_manifests_only_release_skips_build_and_push(env: WorkflowEnvironm
 @pytest.mark.parametrize("prune_count", [0, 1])
 async def test_prune_step_is_skipped_only_when_the_snapshot_counted_nothing_to_prune(
         env: WorkflowEnvironment, prune_count: int) -> None:
-    """Issue 13: a rollout whose snapshot found nothing to prune has no prune step (one activity and one workflow
-    task less); with something to prune, or no count (older workers: the tests above), the step runs."""
+    """Issue 13: a rollout whose snapshot found nothing to prune has no prune step; with something to prune, or no
+    count (older workers: the tests above), the step runs. Either way a rolling release without a build is two
+    workflow tasks: prepare + snapshot + apply as local activities in the first (which schedules the wait), prune
+    and finalize in the second."""
     f = Fakes(prune_count=prune_count)
     async with Run(env, f, spec(image=None, health={"progress_deadline_seconds": 60})) as r:
         res = await r.result()
-        assert r.handle is not None
-        heartbeats: dict[str, str] = {}
-        async for ev in r.handle.fetch_history_events():
-            if ev.HasField("activity_task_scheduled_event_attributes"):
-                a = ev.activity_task_scheduled_event_attributes
-                heartbeats[a.activity_type.name] = f"{a.heartbeat_timeout.ToSeconds()}s"
+        events = await r.events()
     assert res.outcome == Outcome.SUCCEEDED
     steps = ["prepare_release", "snapshot_release", "apply_release", "wait_ready", "prune_release",
              "finalize_revision:deployed"]
     assert f.calls == (steps if prune_count else [c for c in steps if c != "prune_release"])
-    # Every short cluster step has a heartbeat timeout (a lost attempt retries in seconds, not minutes); the wait
-    # keeps its own.
-    for name in ("prepare_release", "snapshot_release", "apply_release", "finalize_revision"):
-        assert heartbeats[name] == "20s", heartbeats
-    assert heartbeats["wait_ready"] == "10s", heartbeats
+    local = local_activities(events)
+    assert [la["activity_type"] for la in local] == [c.split(":")[0] for c in f.calls if c != "wait_ready"]
+    assert all(la["attempt"] == 1 and not la["failed"] for la in local), local
+    # The step summaries travel with the markers (the Web UI shows them, as it did for activity tasks).
+    assert local[0]["summary"] == "validate + server dry run", local[0]
+    scheduled = [ev["activityTaskScheduledEventAttributes"] for ev in events
+                 if "activityTaskScheduledEventAttributes" in ev]
+    assert [a["activityType"]["name"] for a in scheduled] == ["wait_ready"]
+    assert scheduled[0]["heartbeatTimeout"] == "10s", scheduled
+    kinds = [ev["eventType"] for ev in events]
+    assert kinds.count("EVENT_TYPE_WORKFLOW_TASK_COMPLETED") == 2, kinds
+    # The first workflow task scheduled the wait after the three local steps: nothing in between.
+    first_done = kinds.index("EVENT_TYPE_WORKFLOW_TASK_COMPLETED")
+    assert kinds.index("EVENT_TYPE_ACTIVITY_TASK_SCHEDULED") > first_done
+    assert sum(1 for la in local if la["activity_type"] in ("prepare_release", "snapshot_release", "apply_release")) \
+        == 3
 
 
-async def test_a_lost_attempt_of_a_short_step_is_retried_after_its_heartbeat_timeout(env: WorkflowEnvironment) -> None:
-    """Issue 13: a prepare_release attempt that was handed out but never ran sat until its 3-minute start-to-close
-    timeout. Short steps now have a 20 s heartbeat timeout (they send keep-alive heartbeats while they run), so
-    the server gives up on the silent attempt and the retry runs (the result arrives within Run.result's 60 s,
-    which a 3-minute timeout could not)."""
-    f = Fakes(lose={"prepare_release"})
+async def test_a_short_step_failing_once_is_retried_by_its_retry_policy(env: WorkflowEnvironment) -> None:
+    """Issue 13: the short steps run as local activities; their retry policy still applies (a retryable failure of
+    the first attempt is retried, within the workflow task), and the marker records the attempt that finished."""
+    f = Fakes(flaky={"apply_release"})
     async with Run(env, f, spec(image=None, health={"progress_deadline_seconds": 60})) as r:
         res = await r.result()
-        assert r.handle is not None
-        attempts = [ev.activity_task_started_event_attributes.attempt async for ev in r.handle.fetch_history_events()
-                    if ev.HasField("activity_task_started_event_attributes")]
+        events = await r.events()
     assert res.outcome == Outcome.SUCCEEDED, res
-    assert f.calls[:3] == ["prepare_release", "prepare_release", "snapshot_release"]
-    assert attempts[0] == 2, attempts  # prepare's completed attempt is the second one
+    assert f.calls[:4] == ["prepare_release", "snapshot_release", "apply_release", "apply_release"]
+    apply = [la for la in local_activities(events) if la["activity_type"] == "apply_release"]
+    assert [(la["attempt"], la["failed"], la["summary"]) for la in apply] == [(2, False, "server-side apply 1 objects")]
 
 
 # ---- each step failing ------------------------------------------------------------------------------------------
@@ -372,7 +399,7 @@ async def test_rollback_failing_reports_failed_with_both_causes(env: WorkflowEnv
     f = Fakes(fail={"wait_ready#1": "pods never ready", "rollback_release": "apply refused"})
     async with Run(env, f, spec()) as r:
         res = await r.result()
-        await r.record("rollback-failed-v2")
+        await r.record("rollback-failed-local-steps")
     assert res.outcome == Outcome.FAILED
     assert res.cause == "pods never ready; rollback failed: apply refused"
     assert f.calls == OK[:6] + ["rollback_release", "finalize_revision:failed"]
@@ -454,7 +481,7 @@ async def test_cancel_in_each_step(env: WorkflowEnvironment, step: str) -> None:
         await r.handle.cancel()
         res = await r.result()
         if step == "wait_ready":
-            await r.record("cancel-mid-wait-v2")
+            await r.record("cancel-mid-wait-local-steps")
     assert res.outcome == Outcome.ABORTED and res.cause == "workflow cancelled"
     changed = OK.index(step) > OK.index("snapshot_release")
     assert f.calls == OK[: OK.index(step) + 1] + [f"cancelled:{step}"] + (RB if changed else [])
@@ -531,7 +558,7 @@ async def test_approval_then_rollout_and_rejected_approvals(env: WorkflowEnviron
             await h.execute_update(RolloutWorkflow.approve, Approval(approver="eve"))
         assert "is not waiting for approval" in str(e.value.cause)
         res = await r.result()
-        await r.record("approval-v2")
+        await r.record("approval-local-steps")
     assert res.outcome == Outcome.SUCCEEDED and res.approved_by == "bob" and res.approval_comment == "lgtm"
     assert f.calls == OK
 
@@ -553,6 +580,13 @@ async def test_approval_rejected_when_no_gate(env: WorkflowEnvironment) -> None:
 # ---- pause ------------------------------------------------------------------------------------------------------
 
 
+async def _seen(h: WorkflowHandle[Any, Any], pred: Callable[[RolloutStatus], bool]) -> RolloutStatus:
+    """Waits until the workflow has handled a signal sent while a local step (prepare, snapshot, apply) runs: it
+    is delivered when that workflow task ends or is heartbeated by the SDK (after 8 s of the 10 s task timeout),
+    as is the answer to a query."""
+    return await _until(lambda: h.query(RolloutWorkflow.status), pred)  # type: ignore[no-any-return]
+
+
 async def test_pause_then_resume_holds_before_the_next_step(env: WorkflowEnvironment) -> None:
     f = Fakes(hold={"apply_release"})
     async with Run(env, f, spec()) as r:
@@ -560,12 +594,13 @@ async def test_pause_then_resume_holds_before_the_next_step(env: WorkflowEnviron
         assert r.handle is not None
         h = r.handle
         await h.signal(RolloutWorkflow.pause)
+        await _seen(h, lambda s: s.paused)
         f.release("apply_release")
         st = await _until(lambda: h.query(RolloutWorkflow.status), lambda s: s.phase == Phase.PAUSED)
         assert st.step == Step.APPLY and f.calls == OK[:5], "held before the wait started"
         await h.signal(RolloutWorkflow.resume)
         res = await r.result()
-        await r.record("pause-resume-v2")
+        await r.record("pause-resume-local-steps")
     assert res.outcome == Outcome.SUCCEEDED and f.calls == OK
 
 
@@ -577,11 +612,12 @@ async def test_pause_then_abort(env: WorkflowEnvironment, at: str) -> None:
         assert r.handle is not None
         h = r.handle
         await h.signal(RolloutWorkflow.pause)
+        await _seen(h, lambda s: s.paused)
         f.release(at)
         await _until(lambda: h.query(RolloutWorkflow.status), lambda s: s.phase == Phase.PAUSED)
         await h.signal(RolloutWorkflow.abort, Abort(reason="changed my mind"))
         res = await r.result()
-        await r.record(f"pause-then-abort-{at.split('_')[0]}-v2")
+        await r.record(f"pause-then-abort-{at.split('_')[0]}-local-steps")
     assert res.outcome == Outcome.ABORTED and res.cause == "aborted by operator: changed my mind"
     changed = at == "apply_release"
     assert f.calls == OK[: OK.index(at) + 1] + (RB if changed else [])

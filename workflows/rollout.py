@@ -91,6 +91,14 @@ PATCH_SHORT_HEARTBEAT = "short-steps-heartbeat-v1"  # issue 13: a lost attempt o
 SHORT_STEP_HEARTBEAT = timedelta(seconds=20)
 SHORT_STEPS = frozenset({"prepare_release", "snapshot_release", "apply_release", "prune_release",
                          "finalize_revision", "rollback_release"})
+PATCH_LOCAL_SHORT_STEPS = "local-short-steps-v1"  # issue 13: the short steps run as local activities
+# Since PATCH_LOCAL_SHORT_STEPS the short steps run as *local* activities (README "Short steps run inside the
+# workflow task"): inside the workflow task, on the worker that runs the workflow, their results recorded as markers.
+# A rolling rollout without a build is then 2 workflow tasks (prepare + snapshot + apply, then finalize after the
+# wait) instead of 6, and no activity task of theirs can be lost between server and worker. Retries whose backoff
+# is longer than this run after a durable timer instead of inside the workflow task (which then ends, so signals,
+# queries and a cancel are handled meanwhile).
+LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
 
 T = TypeVar("T")
 
@@ -431,12 +439,23 @@ class RolloutWorkflow:
             await self._checkpoint()
         if self._status.phase not in (Phase.ROLLING_BACK,):
             self._set(step, Phase.PROGRESSING, summary)
-        if heartbeat is None and activity in SHORT_STEPS and workflow.patched(PATCH_SHORT_HEARTBEAT):
-            heartbeat = SHORT_STEP_HEARTBEAT
-        handle = workflow.start_activity(
-            activity, arg, result_type=result_type, start_to_close_timeout=timeout, heartbeat_timeout=heartbeat,
-            retry_policy=retry, summary=summary, task_queue=task_queue,
-            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
+        handle: workflow.ActivityHandle[T]
+        local = activity in SHORT_STEPS and task_queue is None and workflow.patched(PATCH_LOCAL_SHORT_STEPS)
+        if local:
+            # A local activity: no heartbeat timeout (nothing heartbeats to the server) and no task queue (it runs
+            # on this worker). A cancel reaches it directly; an abort or a workflow cancel that arrives while it
+            # runs is seen when the workflow task ends or is heartbeated by the SDK (every 8 s of a long step).
+            handle = workflow.start_local_activity(
+                activity, arg, result_type=result_type, start_to_close_timeout=timeout, retry_policy=retry,
+                local_retry_threshold=LOCAL_RETRY_THRESHOLD, summary=summary,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
+        else:
+            if heartbeat is None and activity in SHORT_STEPS and workflow.patched(PATCH_SHORT_HEARTBEAT):
+                heartbeat = SHORT_STEP_HEARTBEAT
+            handle = workflow.start_activity(
+                activity, arg, result_type=result_type, start_to_close_timeout=timeout, heartbeat_timeout=heartbeat,
+                retry_policy=retry, summary=summary, task_queue=task_queue,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
         if abortable:
             try:
                 await workflow.wait_condition(
@@ -457,12 +476,18 @@ class RolloutWorkflow:
             return await handle
         except ActivityError as e:
             raise _StepFailed(step, _cause(activity, e), _error_type(e)) from None
+        except ApplicationError as e:
+            # A local activity's own failure arrives as the ApplicationError itself, not wrapped in an
+            # ActivityError (SDK 1.35; its timeouts and cancels are wrapped). Same step failure either way.
+            if not local:
+                raise
+            raise _StepFailed(step, e.message, e.type) from None
 
     async def _stop(self, handle: workflow.ActivityHandle[Any]) -> None:
         handle.cancel()
         try:
             await self._uncancellable(handle)
-        except (ActivityError, asyncio.CancelledError):
+        except (ActivityError, ApplicationError, asyncio.CancelledError):  # a local activity's failure is bare
             pass
 
     def _raise_interrupts(self) -> None:
