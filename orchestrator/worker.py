@@ -114,6 +114,9 @@ def build_worker(client: Client, settings: Settings, clients: Clients, executor:
         activities=activities_for(clients, waits, settings.prometheus_url),
         deployment_config=deployment_config(settings),
         activity_executor=executor, max_concurrent_activities=settings.max_concurrent_activities,
+        # The short cluster steps run as local activities (workflows/rollout.py) on the same executor: as many
+        # slots as normal ones, and the executor sized for both (run_worker), so neither kind waits for a thread.
+        max_concurrent_local_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_task_polls=settings.workflow_task_pollers,
         max_concurrent_activity_task_polls=settings.activity_task_pollers,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout_seconds),
@@ -184,7 +187,7 @@ async def run(settings: Settings) -> None:
         await asyncio.to_thread(clients.kube)
     except Exception as e:
         log.warning("cluster client not ready at start (activities will retry): %s", e)
-    with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities + 4) as executor:
+    with ThreadPoolExecutor(max_workers=2 * settings.max_concurrent_activities + 4) as executor:
         waits = ReadinessActivities(clients)  # one shared watch cache for both workers of this process
         worker = build_worker(client, settings, clients, executor, waits)
         wait_worker = build_wait_worker(client, settings, waits)
