@@ -12,7 +12,9 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import cancellation
 from activities.bundles import context_fileobj, local_spec
+from activities.cancellation import sync_activity
 from activities.clients import Clients
 from activities.registry import manifest_digest
 from activities.source import context_dir
@@ -35,7 +37,7 @@ class BuildActivities:
         except httpx.HTTPError as e:
             raise ApplicationError(f"registry {registry}: {e}", type="RegistryError") from None
 
-    @activity.defn(name="build_image")
+    @sync_activity("build_image")
     def build_image(self, inp: BuildInput) -> BuildResult:
         spec, img = inp.spec, inp.spec.image
         assert img is not None
@@ -64,7 +66,7 @@ class BuildActivities:
                 line = (chunk.get("stream") or "").rstrip()
                 if line:
                     log.info("build | %s", line)
-                    activity.heartbeat(line[:200])
+                    cancellation.heartbeat(line[:200])
                 if "aux" in chunk and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
         except docker.errors.APIError as e:
@@ -78,7 +80,7 @@ class BuildActivities:
                 ctx.close()
         return image_id or self.c.docker.images.get(ref).id
 
-    @activity.defn(name="push_image")
+    @sync_activity("push_image")
     def push_image(self, inp: PushInput) -> PushResult:
         spec, img = inp.spec, inp.spec.image
         assert img is not None
@@ -96,7 +98,7 @@ class BuildActivities:
                 raise ApplicationError(f"docker push {img.repository}:{inp.tag}: {chunk['error']}", type="PushFailed")
             if chunk.get("aux", {}).get("Digest"):
                 digest = chunk["aux"]["Digest"]
-            activity.heartbeat(chunk.get("status", ""))
+            cancellation.heartbeat(chunk.get("status", ""))
         served = self._remote_digest(spec, inp.tag)
         if not served or (digest and served != digest):
             raise ApplicationError(f"registry serves {served} for {img.repository}:{inp.tag}, push reported {digest}",

@@ -19,6 +19,8 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import cancellation
+from activities.cancellation import sync_activity
 from activities.clients import Clients
 from contract.models import HealthInput, HealthResult, ProgressReport
 from contract.spec import HttpCheck
@@ -71,7 +73,7 @@ class HealthActivities:
         host = f"[{ip}]" if ":" in ip else ip
         return f"http://{host}:{port}{check.path}"
 
-    @activity.defn(name="run_health_checks")
+    @sync_activity("run_health_checks")
     def run_health_checks(self, inp: HealthInput) -> list[HealthResult]:
         checks = inp.spec.health.http
         info = activity.info()
@@ -110,10 +112,10 @@ class HealthActivities:
                             f"health check {r.url} failed {r.consecutive_failures}/{c.failure_threshold} "
                             f"(last: {what}, expected {c.expected_status})", type="HealthCheckFailed",
                             non_retryable=True)
-                activity.heartbeat(st.model_dump(mode="json"))
+                cancellation.heartbeat(st.model_dump(mode="json"))
                 self.c.report_progress(ProgressReport(health=st.results))
                 settled = all(s >= c.success_threshold for s, c in zip(st.streaks, checks, strict=True))
                 if time.time() >= st.bake_end and settled:
                     self.c.flush_progress(ProgressReport(health=st.results))
                     return st.results
-                time.sleep(min([0.5] + [max(0.05, t - time.time()) for t in next_at]))
+                cancellation.sleep(min([0.5] + [max(0.05, t - time.time()) for t in next_at]))

@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 
 from temporalio import activity
 
+from activities import cancellation
+
 log = logging.getLogger(__name__)
 
 EVERY = 4.0  # seconds between keep-alive heartbeats (the SDK throttles further, to 0.8 x the heartbeat timeout)
@@ -76,9 +78,11 @@ def _leave(token: int) -> None:
 
 def beat(*details: Any) -> None:
     """``activity.heartbeat`` for the short steps' own progress beats: skipped when the step runs as a local
-    activity (see the module docstring); a cancel reaches a local activity without a heartbeat."""
+    activity (see the module docstring); a cancel reaches a local activity without a heartbeat. Raises
+    ``CancelledError`` when the step was cancelled."""
     if not activity.info().is_local:
         activity.heartbeat(*details)
+    cancellation.check()  # local or not: a cancel stops the step here, between objects (activities.cancellation)
 
 
 def keepalive(fn: F) -> F:

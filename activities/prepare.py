@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 from kubernetes.client.exceptions import ApiException
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import revisions as rec
 from activities.bundles import local_spec
+from activities.cancellation import sync_activity
 from activities.clients import Clients
 from activities.errors import api_message, from_api, invalid_release, is_invalid_input
 from activities.keepalive import beat, keepalive
@@ -33,7 +33,7 @@ class PrepareActivities:
     def __init__(self, clients: Clients) -> None:
         self.c = clients
 
-    @activity.defn(name="prepare_release")
+    @sync_activity("prepare_release")
     @keepalive
     def prepare_release(self, inp: PrepareInput) -> ReleasePlan:
         spec = inp.spec

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import fieldsets
 from activities import revisions as rec
+from activities.cancellation import sync_activity
 from activities.clients import Clients
 from activities.errors import from_api
 from activities.keepalive import beat, keepalive
@@ -45,7 +46,7 @@ class ReleaseActivities:
     def __init__(self, clients: Clients) -> None:
         self.c = clients
 
-    @activity.defn(name="snapshot_release")
+    @sync_activity("snapshot_release")
     @keepalive
     def snapshot_release(self, inp: SnapshotInput) -> RevisionRef:
         spec = inp.spec
@@ -97,7 +98,7 @@ class ReleaseActivities:
         except ApiException as e:
             raise from_api(e, "snapshot") from None
 
-    @activity.defn(name="apply_release")
+    @sync_activity("apply_release")
     @keepalive
     def apply_release(self, inp: ApplyInput) -> list[str]:
         spec = inp.spec
@@ -120,7 +121,7 @@ class ReleaseActivities:
         log.info("applied %d objects of revision %d", len(done), inp.revision.revision)
         return done
 
-    @activity.defn(name="rollback_release")
+    @sync_activity("rollback_release")
     @keepalive
     def rollback_release(self, inp: RollbackInput) -> RollbackResult:
         kube = self.c.kube(inp.spec.kube_context)
@@ -150,7 +151,7 @@ class ReleaseActivities:
                  len(out.deleted))
         return out
 
-    @activity.defn(name="finalize_revision")
+    @sync_activity("finalize_revision")
     @keepalive
     def finalize_revision(self, inp: FinalizeInput) -> None:
         spec = inp.spec
@@ -176,7 +177,7 @@ class ReleaseActivities:
                 raise ApplicationError(f"finalize: {e.reason} (HTTP 404)", type="KubernetesApiError") from None
             raise from_api(e, "finalize") from None
 
-    @activity.defn(name="prune_release")
+    @sync_activity("prune_release")
     @keepalive
     def prune_release(self, inp: PruneInput) -> PruneResult:
         """Deletes the objects the previous deployed revision had and this one dropped (the inventory is the

@@ -31,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.cancellation import sync_activity
 from activities.clients import Clients
 from activities.errors import from_api
 from activities.kube import Kube
@@ -92,7 +93,7 @@ class TrafficActivities:
     def __init__(self, clients: Clients) -> None:
         self.c = clients
 
-    @activity.defn(name="set_traffic")
+    @sync_activity("set_traffic")
     def set_traffic(self, inp: TrafficInput) -> TrafficResult:
         kube = self.c.kube(inp.spec.kube_context)
         try:

@@ -30,6 +30,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.cancellation import sync_activity
 from activities.clients import Clients
 from activities.errors import from_api
 from contract.upgrade import (
@@ -201,7 +202,7 @@ class VersioningActivities:
             activity.heartbeat(started, f"{inp.build_id}: {status}")
             await asyncio.sleep(POLL_SECONDS)
 
-    @activity.defn
+    @sync_activity("retire_worker_build")
     def retire_worker_build(self, inp: RetireInput) -> RetireResult:
         """Deletes the build's Deployments (labelled ``rollwright.io/worker-build``) in the worker's namespace and
         the HorizontalPodAutoscaler of the same name that ``rollwright worker upgrade`` rendered with each (read by
