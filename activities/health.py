@@ -6,6 +6,12 @@ the same address). A check fails the release when it reaches
 ``failure_threshold`` consecutive failures (Argo's ``failureLimit`` / Flagger's ``threshold``); it passes when the
 bake ends and its latest run of successes reached ``success_threshold``. Heartbeats carry the counters, so a
 retried attempt resumes with them and keeps the original bake end.
+
+A check through a Service's ClusterIP can run before kube-proxy has programmed the new Service: the workloads are
+Ready, but the ClusterIP does not route yet (connection refused or timed out; on hosts with an egress proxy even an
+HTTP 404 from the proxy). So for ``service`` checks, failures before the check's first success do not count toward
+``failure_threshold`` during the first ``SERVICE_WARMUP_SECONDS`` of the bake (they are still counted in
+``failures`` and reported); a version that never answers correctly still fails, once the warm-up is over.
 """
 
 from __future__ import annotations
@@ -27,9 +33,14 @@ from contract.spec import HttpCheck
 
 log = activity.logger
 
+# Long enough for kube-proxy to sync a new Service on a loaded node (it syncs within ~1 s when idle; with short
+# steps as local activities the bake starts ~1 s after apply), short against any real bake.
+SERVICE_WARMUP_SECONDS = 10.0
+
 
 class BakeProgress(BaseModel):
     bake_end: float
+    warmup_end: float = 0.0  # service checks: failures before the first success count only after this
     results: list[HealthResult]
     streaks: list[int]
 
@@ -83,6 +94,7 @@ class HealthActivities:
         else:
             urls = [self.target_url(inp, c) for c in checks]
             st = BakeProgress(bake_end=time.time() + inp.spec.health.bake_seconds,
+                              warmup_end=time.time() + SERVICE_WARMUP_SECONDS,
                               results=[HealthResult(name=c.label, url=u, ok=True) for c, u in zip(checks, urls, strict=True)],
                               streaks=[0] * len(checks))
         next_at = [0.0] * len(checks)
@@ -102,7 +114,8 @@ class HealthActivities:
                         st.streaks[i] += 1
                     else:
                         r.failures += 1
-                        r.consecutive_failures += 1
+                        if not (c.service and not r.successes and now < st.warmup_end):
+                            r.consecutive_failures += 1
                         st.streaks[i] = 0
                     r.ok = r.consecutive_failures < c.failure_threshold
                     if not r.ok:
