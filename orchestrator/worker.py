@@ -117,6 +117,7 @@ def build_worker(client: Client, settings: Settings, clients: Clients, executor:
         # The short cluster steps run as local activities (workflows/rollout.py) on the same executor: as many
         # slots as normal ones, and the executor sized for both (run_worker), so neither kind waits for a thread.
         max_concurrent_local_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         max_concurrent_workflow_task_polls=settings.workflow_task_pollers,
         max_concurrent_activity_task_polls=settings.activity_task_pollers,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout_seconds),
