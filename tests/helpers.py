@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from orchestrator.client import RolloutClient
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = Path(os.environ.get("ROLLWRIGHT_STATE", ROOT / ".stack"))
+# Empty counts as unset, as in scripts/lib.sh and docker-compose.yml (`${ROLLWRIGHT_STATE:-./.stack}`).
+STATE = Path(os.environ.get("ROLLWRIGHT_STATE") or ROOT / ".stack")
 TEMPORAL_ADDRESS = os.environ.get("ROLLWRIGHT_TEMPORAL_ADDRESS", "127.0.0.1:7233")
 BIN = Path(sys.executable).parent
 SESSION = uuid.uuid4().hex[:8]
