@@ -30,6 +30,7 @@ from temporalio.runtime import (
 )
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
+import workflows.rollout as rollout_module
 from activities.analysis import AnalysisActivities
 from activities.build import BuildActivities
 from activities.clients import Clients
@@ -40,6 +41,7 @@ from activities.release import ReleaseActivities
 from activities.traffic import TrafficActivities
 from activities.versioning import VersioningActivities
 from orchestrator import __version__
+from orchestrator.bytecode import ensure_workflow_bytecode
 from orchestrator.config import Settings
 from orchestrator.connect import connect, explain_connect_error
 from orchestrator.health import HealthServer
@@ -188,6 +190,8 @@ async def run(settings: Settings) -> None:
         await asyncio.to_thread(clients.kube)
     except Exception as e:
         log.warning("cluster client not ready at start (activities will retry): %s", e)
+    if (cache := ensure_workflow_bytecode(rollout_module.__file__ or "")) is not None:
+        log.info("workflow bytecode cached in %s (no .pyc next to the source)", cache)
     with ThreadPoolExecutor(max_workers=2 * settings.max_concurrent_activities + 4) as executor:
         waits = ReadinessActivities(clients)  # one shared watch cache for both workers of this process
         worker = build_worker(client, settings, clients, executor, waits)
