@@ -88,6 +88,28 @@ def dropped_dispatches() -> dict[str, float]:
     return out
 
 
+def _cpu_times() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[3] + v[4], sum(v)  # idle + iowait, total
+
+
+def settle(max_wait: float = 90, quiet: float = 0.6) -> float:
+    """Waits until the machine is quiet (CPU idle >= ``quiet`` over two consecutive seconds) or ``max_wait`` passed,
+    so that no run pays for the previous one's clean-up (namespace deletion, garbage collection of its pods): both
+    tools start from the same state. Returns the idle fraction of the last second."""
+    deadline, calm, frac = time.monotonic() + max_wait, 0, 0.0
+    while time.monotonic() < deadline:
+        i0, t0 = _cpu_times()
+        time.sleep(1)
+        i1, t1 = _cpu_times()
+        frac = (i1 - i0) / max(1, t1 - t0)
+        calm = calm + 1 if frac >= quiet else 0
+        if calm >= 2:
+            break
+    return round(frac, 2)
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return round(xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))], 2) if xs else float("nan")
@@ -370,21 +392,29 @@ async def main() -> None:
                         r = await run_rollwright(client, queue, n, a.replicas, 0, [w1], tmp, label)
                         k = {"wall_s": float("nan")}
                     elif rnd % 2 == 0:
+                        idle_r = settle()
                         r = await run_rollwright(client, queue, n, a.replicas, 0, [w1], tmp, label)
+                        idle_k = settle()
                         k = run_kubectl(n, a.replicas, tmp / f"k{n}r{rnd}")
                     else:
+                        idle_k = settle()
                         k = run_kubectl(n, a.replicas, tmp / f"k{n}r{rnd}")
+                        idle_r = settle()
                         r = await run_rollwright(client, queue, n, a.replicas, 0, [w1], tmp, label)
+                    if not a.no_kubectl:
+                        r["idle_at_start"], k["idle_at_start"] = idle_r, idle_k
                     run = {"round": rnd, "n": n, "load_avg": os.getloadavg()[0], "rollwright": r, "kubectl": k,
                            "wall_ratio": round(r["wall_s"] / k["wall_s"], 2)}
                     print(json.dumps(run), flush=True)
                     out["runs"].append(run)
             if a.mixed:
+                settle()
                 r = await run_rollwright(client, queue, a.mixed, a.replicas, a.mixed // 10, [w1], tmp, "m")
                 print(json.dumps({"mixed": r}), flush=True)
                 out["mixed"] = r
             if a.two_workers:
                 w2.start()
+                settle()
                 r = await run_rollwright(client, queue, a.two_workers, a.replicas, 0, [w1, w2], tmp, "t")
                 print(json.dumps({"two_workers": r}), flush=True)
                 out["two_workers"] = r
