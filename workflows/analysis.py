@@ -97,7 +97,7 @@ async def run_analysis(templates: list[AnalysisTemplate], args: AnalysisArgs, *,
             return True
         try:
             await workflow.wait_condition(drain, timeout=timedelta(seconds=seconds))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return drain()
 
@@ -118,24 +118,17 @@ async def run_analysis(templates: list[AnalysisTemplate], args: AnalysisArgs, *,
                 return
         if resumed_at is not None:
             # Drained before a continue-as-new: the rest of the interval (or initialDelay) it was in, if any.
-            left = (resumed_at - workflow.now()).total_seconds()
-            if left > 0 and await wait(i, left):
-                return
+            first: float | None = (resumed_at - workflow.now()).total_seconds()
         elif summaries[i].count + summaries[i].error:
-            if metric.interval_seconds:
-                if await wait(i, metric.interval_seconds):
-                    return
-        elif metric.initial_delay_seconds:
-            if await wait(i, metric.initial_delay_seconds):
-                return
+            first = metric.interval_seconds
+        else:
+            first = metric.initial_delay_seconds
+        if first and first > 0 and await wait(i, first):
+            return
         while True:
-            if last is not None:
-                delay = rules.next_delay(metric, last)
-                if delay:
-                    if await wait(i, delay):
-                        return
-                elif drain is not None and drain():
-                    due(i, workflow.now())
+            delay = rules.next_delay(metric, last) if last is not None else None
+            if delay:
+                if await wait(i, delay):
                     return
             elif drain is not None and drain():
                 due(i, workflow.now())
