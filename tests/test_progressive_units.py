@@ -570,6 +570,46 @@ def _measures(hist: Any, what: str) -> int:
                and e.activity_task_completed_event_attributes.scheduled_event_id in sched)
 
 
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_measurement_in_flight_at_a_continue_as_new_finishes_and_is_kept(own_env: WorkflowEnvironment) -> None:
+    """The history passes maxHistoryEvents while a background measurement is in flight (held here; the signals
+    grow the history). The continue-as-new waits for it (drain, PATCH_DRAIN) instead of cancelling it: its result is
+    in the carried status and counters, and the new run takes the next one when it is due."""
+    f = ProgFakes(values=[0.01] * 1000, hold={"measure_metric#4"})
+    async with Run(own_env, f, long_canary(100)) as r:
+        assert r.handle is not None
+        for _ in range(100):  # ~30 s into the timed pause, history well below 100 (time skips only when told)
+            if f.started("measure_metric#4").is_set():
+                break
+            await r.env.sleep(5)
+        await r.when_started("measure_metric#4")
+        first = r.handle
+        for _ in range(100):  # each signal adds ~4 events; "resume" without a pause changes nothing
+            if (await first.describe()).raw_description.workflow_execution_info.history_length >= 100:
+                break
+            await first.signal("resume")
+        f.release("measure_metric#4")
+        await _latest_status(r, lambda s: s.progressive is not None and s.progressive.awaiting_promotion
+                             and s.progressive.step == 4)
+        await r.env.client.get_workflow_handle(r.handle.id).execute_update("promote", Promotion(approver="bob"))
+        res = await r.result()
+        runs = await _runs(r)
+        carry = await _carry(own_env, r, runs[1])
+    assert res.outcome == Outcome.SUCCEEDED, res.cause
+    assert "cancelled:measure_metric" not in f.calls, f.calls
+    p = res.progressive
+    assert p is not None and len(p.measurements) == f.calls.count("measure_metric"), (p, f.calls)
+    # The first continue-as-new came inside the timed pause, after the held measurement had finished.
+    assert carry.next_step == 1 and carry.pause_until is not None, carry
+    assert carry.status.progressive is not None and len(carry.status.progressive.measurements) == 4
+    assert carry.status.progressive.measurements == p.measurements[:4]
+    assert carry.background is not None and carry.background[0].count == 4, carry.background
+    nxt = carry.background[0].next_at
+    assert nxt is not None and nxt > p.measurements[3].started_at
+    # The new run's first measurement is the one due then (not one interval after the new run started).
+    assert p.measurements[4].started_at >= nxt
+
+
 async def _carry(e: WorkflowEnvironment, r: Run, run_id: str) -> CarryOver:
     """The CarryOver a continued run was started with (its second input payload)."""
     assert r.handle is not None
