@@ -1,7 +1,8 @@
 """Cooperative cancellation for the synchronous (thread-pool) activities: ``sync_activity`` registers them, and
-they call ``check``/``beat``/``sleep`` at safe points.
+they call ``check``/``heartbeat``/``sleep`` at safe points.
 
-Used by every sync step (activities.prepare, .release, .health, .build, .traffic, .versioning); the workflow
+Used by every sync step (activities.prepare, .release, .health, .build, .traffic, .versioning): ``heartbeat`` is
+called by prepare and release (between objects), health (between probe rounds) and build (per log line); the workflow
 cancels a step on abort, on a workflow cancel, and the SDK cancels local activities when it evicts a run.
 
 Why not the SDK's default: for a sync activity in a thread pool, the SDK delivers a cancel by raising
@@ -38,8 +39,15 @@ def check() -> None:
 
 
 def heartbeat(*details: Any) -> None:
-    """A heartbeat (which is also how a normal activity learns of a cancel), then a cancellation check."""
-    activity.heartbeat(*details)
+    """A heartbeat (which is also how a normal activity learns of a cancel), then a cancellation check. Called by
+    activities.prepare and .release between objects, .health between probe rounds and .build per log line.
+
+    Skipped for a local activity (the short steps since ``local-short-steps-v1``, activities/keepalive.py): the server
+    knows nothing of it, so there is nothing to heartbeat to (the SDK core logs a warning for each heartbeat of one);
+    a cancel reaches it without a heartbeat, and the check runs either way. Raises ``CancelledError`` when the step
+    was cancelled."""
+    if not activity.info().is_local:
+        activity.heartbeat(*details)
     check()
 
 

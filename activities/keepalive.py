@@ -15,8 +15,9 @@ no heartbeat at all (no extra load on the server).
 Since ``local-short-steps-v1`` (workflows/rollout.py) these steps usually run as *local* activities, inside the
 workflow task, on the worker that runs the workflow: no task is dispatched, so none can be lost, and the server
 knows nothing of them (no heartbeat timeout, nothing to heartbeat to; the SDK core logs a warning for each heartbeat
-of a local activity). So neither the ticker nor ``beat`` sends anything for a local activity. Runs recorded before
-that patch still schedule them as normal activities, which keep heartbeating as before.
+of a local activity). So the ticker sends nothing for a local activity, nor do the steps' own progress beats
+(``activities.cancellation.heartbeat``). Runs recorded before that patch still schedule them as normal activities,
+which keep heartbeating as before.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from temporalio import activity
-
-from activities import cancellation
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +73,6 @@ def _enter() -> int:
 def _leave(token: int) -> None:
     with _lock:
         _running.pop(token, None)
-
-
-def beat(*details: Any) -> None:
-    """``activity.heartbeat`` for the short steps' own progress beats: skipped when the step runs as a local
-    activity (see the module docstring); a cancel reaches a local activity without a heartbeat. Raises
-    ``CancelledError`` when the step was cancelled."""
-    if not activity.info().is_local:
-        activity.heartbeat(*details)
-    cancellation.check()  # local or not: a cancel stops the step here, between objects (activities.cancellation)
 
 
 def keepalive(fn: F) -> F:

@@ -17,10 +17,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities import revisions as rec
 from activities.bundles import local_spec
-from activities.cancellation import sync_activity
+from activities.cancellation import heartbeat, sync_activity
 from activities.clients import Clients
 from activities.errors import api_message, from_api, invalid_release, is_invalid_input
-from activities.keepalive import beat, keepalive
+from activities.keepalive import keepalive
 from activities.kube import Kube, ref_of
 from activities.objects import release_objects
 from activities.source import source_tag
@@ -88,7 +88,7 @@ class PrepareActivities:
                     _ensure_scratch_namespace(kube)
                     scratch = True
                 body = {**o, "metadata": {**o["metadata"], "namespace": DRY_RUN_NAMESPACE}}
-            beat(str(ref_of(o)))
+            heartbeat(str(ref_of(o)))
             try:
                 kube.apply(body, dry_run=True)
             except ApiException as e:

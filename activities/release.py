@@ -15,10 +15,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities import fieldsets
 from activities import revisions as rec
-from activities.cancellation import sync_activity
+from activities.cancellation import heartbeat, sync_activity
 from activities.clients import Clients
 from activities.errors import from_api
-from activities.keepalive import beat, keepalive
+from activities.keepalive import keepalive
 from activities.kube import Kube, ref_of
 from activities.objects import check_digest, recorded_payload, release_objects
 from contract import FIELD_MANAGER
@@ -112,7 +112,7 @@ class ReleaseActivities:
         objects = [o for o in objects if (o["kind"], o["metadata"]["name"]) not in skip
                    and (only is None or (o["kind"], o["metadata"]["name"]) in only)]
         for o in objects:
-            beat(str(ref_of(o)))
+            heartbeat(str(ref_of(o)))
             try:
                 kube.apply(o, dry_run=inp.dry_run)
             except ApiException as e:
@@ -130,7 +130,7 @@ class ReleaseActivities:
         # Reverse dependency order: workloads go back before the config they read disappears.
         for entry in sorted(payload["previous"], key=lambda p: -KINDS[p["ref"]["kind"]].order):
             ref = ObjectRef.model_validate(entry["ref"])
-            beat(str(ref))
+            heartbeat(str(ref))
             try:
                 if entry["object"] is None:
                     if ref.kind == "Namespace":
@@ -188,7 +188,7 @@ class ReleaseActivities:
         out = PruneResult()
         for r in payload.get("prune", []):
             ref = ObjectRef.model_validate(r)
-            beat(str(ref))
+            heartbeat(str(ref))
             try:
                 live = kube.get(ref)
                 if live is None:

@@ -327,19 +327,27 @@ def rollout() -> None:
 
 
 @rollout.command("start")
-@click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False), help="release spec (YAML/JSON)")
+@click.option("-f", "--file", "paths", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="release spec (YAML/JSON); repeat it to start a fleet")
 @click.option("--wait", is_flag=True, help="follow until the rollout ends; exit code reflects the outcome")
 @click.option("--initiator", default=lambda: os.environ.get("USER", "unknown"), help="recorded as who started it")
 @output_opt
 @click.pass_context
-def rollout_start(ctx: click.Context, path: str, wait: bool, initiator: str, output: str) -> None:
-    """Start a rollout of the release in FILE."""
+def rollout_start(ctx: click.Context, paths: tuple[str, ...], wait: bool, initiator: str, output: str) -> None:
+    """Start a rollout of the release in FILE, or one per FILE (a fleet).
+
+    A fleet is checked whole first: one bad release or two releases of the same app and environment, and nothing
+    is pushed or started (exit 2). Then every release starts on its own; with --wait the exit code is the worst
+    outcome."""
     from orchestrator.client import RolloutClient
     from orchestrator.watch import follow
 
     async def go() -> int:
-        spec = load_spec(path, initiator=initiator)
+        specs = [load_spec(p, initiator=initiator) for p in paths]
         rc = await RolloutClient.connect(ctx.obj.settings())
+        if len(specs) > 1:
+            return await _start_fleet(rc, specs, paths, wait, output)
+        spec = specs[0]
         handle = await rc.start(spec)
         if output == "text":
             click.echo(f"started {handle.id} (run {handle.result_run_id})")
@@ -351,6 +359,39 @@ def rollout_start(ctx: click.Context, path: str, wait: bool, initiator: str, out
         return result_exit(res)
 
     _exit(run(ctx, go))
+
+
+async def _start_fleet(rc: Any, specs: list[Any], paths: tuple[str, ...], wait: bool, output: str) -> int:
+    """``rollout start -f A -f B …``: one line per release as it starts and, with --wait, as it ends."""
+    from orchestrator.client import RolloutAlreadyRunning, Started
+
+    started: list[Started] = await rc.start_many(specs, paths)
+    rows: list[dict[str, Any]] = []
+    code = EXIT_OK
+    for path, st in zip(paths, started, strict=True):
+        if st.handle is not None:
+            rows.append({"file": path, "workflow_id": st.handle.id, "run_id": st.handle.result_run_id})
+            if output == "text":
+                click.echo(f"started {st.handle.id} (run {st.handle.result_run_id}) from {path}")
+        else:
+            rows.append({"file": path, "error": str(st.error)})
+            if output == "text":
+                click.echo(f"not started {path}: {st.error}", err=True)
+            err = EXIT_RUNNING if isinstance(st.error, RolloutAlreadyRunning) else EXIT_INVALID
+            code = max(code, err)
+    if wait:
+        async def one(row: dict[str, Any], st: Started) -> int:
+            assert st.handle is not None
+            res = await rc.result(st.handle)
+            row.update(outcome=res.outcome.value, cause=res.cause)
+            if output == "text":
+                click.echo(f"{res.outcome.value:<10} {st.handle.id}" + (f": {res.cause}" if res.cause else ""))
+            return result_exit(res)
+
+        done = await asyncio.gather(*(one(r, st) for r, st in zip(rows, started, strict=True) if st.handle))
+        code = max([code, *done])
+    emit(rows, output, lambda: None)
+    return code
 
 
 @rollout.command("watch")

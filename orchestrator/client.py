@@ -14,6 +14,7 @@ Errors (all carry structured fields)::
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ from contract.spec import Abort, Approval, Promotion, ReleaseSpec
 from orchestrator import WORKFLOW_TYPE, legacy_workflow_id, parse_workflow_id, workflow_id
 from orchestrator.config import Settings
 from orchestrator.connect import connect
-from releases.loader import check_analysis, load_manifests
+from releases.loader import ReleaseError, check_analysis, load_manifests
 from workflows.rollout import SA_APP, SA_ENV, SA_PHASE, RolloutWorkflow
 
 
@@ -108,6 +109,23 @@ def push_bundle(spec: ReleaseSpec, repository: str | None = None) -> ReleaseSpec
     return spec.model_copy(update={"bundle": ref, "base_dir": "."})
 
 
+@dataclass
+class Started:
+    """One release of ``RolloutClient.start_many``: its handle, or why it did not start."""
+
+    spec: ReleaseSpec
+    handle: WorkflowHandle[Any, Any] | None
+    error: Exception | None
+
+
+def _prepare(spec: ReleaseSpec, validate: bool) -> tuple[ReleaseSpec, list[str]]:
+    """Local checks, then the bundle push: the spec the workflow gets and its objects (``Kind/name``)."""
+    objects = validate_locally(spec) if validate else []
+    if spec.bundle is None and spec.from_revision is None:
+        spec = push_bundle(spec)
+    return spec, objects
+
+
 class RolloutClient:
     def __init__(self, client: Client, task_queue: str) -> None:
         self.client, self.task_queue = client, task_queue
@@ -118,9 +136,40 @@ class RolloutClient:
 
     async def start(self, spec: ReleaseSpec, *, validate: bool = True) -> WorkflowHandle[Any, Any]:
         """Starts a rollout; refuses with RolloutAlreadyRunning while one runs for the same app/environment."""
-        objects = validate_locally(spec) if validate else []
-        if spec.bundle is None and spec.from_revision is None:
-            spec = await asyncio.to_thread(push_bundle, spec)
+        # Off the event loop: parsing manifests and pushing the bundle are CPU and blocking I/O, and a program
+        # starting a fleet from one loop would otherwise parse one release while the others' starts wait.
+        spec, objects = await asyncio.to_thread(_prepare, spec, validate)
+        return await self._start_prepared(spec, objects)
+
+    async def start_many(self, specs: Sequence[ReleaseSpec], sources: Sequence[str] | None = None) -> list[Started]:
+        """Starts a fleet: every release is checked before anything happens, then all are pushed and started.
+
+        Raises ReleaseError, with nothing pushed or started, when any release is invalid or two name the same
+        app and environment. After that each release stands alone: one whose lock is held, or whose registry
+        refuses its bundle, is reported in its ``Started.error`` and the others start. ``sources`` (the spec
+        files, in order) name the releases in errors."""
+        from releases.bundle import BundleError
+
+        names = list(sources) if sources is not None else [f"release {s.app} → {s.environment}" for s in specs]
+        where: dict[tuple[str, str], str] = {}
+        for s, path in zip(specs, names, strict=True):
+            key = (s.app, s.environment)
+            if key in where:
+                raise ReleaseError(path, f"{s.app} → {s.environment} is also released by {where[key]}; a fleet "
+                                   f"starts one rollout per app and environment", field="app")
+            where[key] = path
+        objects = await asyncio.to_thread(lambda: [validate_locally(s) for s in specs])
+
+        async def one(spec: ReleaseSpec, objs: list[str]) -> Started:
+            try:
+                pushed = await asyncio.to_thread(_prepare, spec, False)
+                return Started(spec, await self._start_prepared(pushed[0], objs), None)
+            except (OrchestratorError, ReleaseError, BundleError) as e:
+                return Started(spec, None, e)
+
+        return list(await asyncio.gather(*(one(s, o) for s, o in zip(specs, objects, strict=True))))
+
+    async def _start_prepared(self, spec: ReleaseSpec, objects: list[str]) -> WorkflowHandle[Any, Any]:
         wid = workflow_id(spec.app, spec.environment)
         legacy = await self._legacy_running(spec.app, spec.environment)
         if legacy is not None:  # started by a pre-0.2 client under the old ID: it still holds the lock

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # there, 8-10 s with 20 polls (issue 13). A poll is one idle gRPC call. Activity polls stay at the default: each
     # holds an activity slot.
     workflow_task_pollers: int = Field(20, ge=2, le=200)
+    # Workflow tasks held at once. A task holds its slot while its short steps run as local activities, and a
+    # poller needs a free slot to poll; with the SDK's 100, a 200-rollout fleet filled every slot with tasks
+    # waiting on apply, nobody polled the sticky queue, and tasks timed out there after 10 s (issue 13). A slot
+    # is a coroutine of workflow code, not a thread: the local-activity slots bound the cluster calls. At most the
+    # SDK's workflow cache (1000 runs), which the SDK requires.
+    max_concurrent_workflow_tasks: int = Field(1000, ge=2, le=1000)
     activity_task_pollers: int = Field(5, ge=1, le=200)
     # Waits are never dispatched eagerly (their own queue), so these polls bound how fast waits start: with 5, a
     # 200-rollout fleet's waits queued 16 s for a poll (issue 13). Waits have 2000 slots, so polls cost no slot.

@@ -30,6 +30,7 @@ from temporalio.runtime import (
 )
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
+import workflows.rollout as rollout_module
 from activities.analysis import AnalysisActivities
 from activities.build import BuildActivities
 from activities.clients import Clients
@@ -40,6 +41,7 @@ from activities.release import ReleaseActivities
 from activities.traffic import TrafficActivities
 from activities.versioning import VersioningActivities
 from orchestrator import __version__
+from orchestrator.bytecode import ensure_workflow_bytecode
 from orchestrator.config import Settings
 from orchestrator.connect import connect, explain_connect_error
 from orchestrator.health import HealthServer
@@ -117,6 +119,7 @@ def build_worker(client: Client, settings: Settings, clients: Clients, executor:
         # The short cluster steps run as local activities (workflows/rollout.py) on the same executor: as many
         # slots as normal ones, and the executor sized for both (run_worker), so neither kind waits for a thread.
         max_concurrent_local_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         max_concurrent_workflow_task_polls=settings.workflow_task_pollers,
         max_concurrent_activity_task_polls=settings.activity_task_pollers,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout_seconds),
@@ -187,6 +190,8 @@ async def run(settings: Settings) -> None:
         await asyncio.to_thread(clients.kube)
     except Exception as e:
         log.warning("cluster client not ready at start (activities will retry): %s", e)
+    if (cache := ensure_workflow_bytecode(rollout_module.__file__ or "")) is not None:
+        log.info("workflow bytecode cached in %s (no .pyc next to the source)", cache)
     with ThreadPoolExecutor(max_workers=2 * settings.max_concurrent_activities + 4) as executor:
         waits = ReadinessActivities(clients)  # one shared watch cache for both workers of this process
         worker = build_worker(client, settings, clients, executor, waits)

@@ -19,13 +19,20 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
 
+if TYPE_CHECKING:
+    from temporalio.client import WorkflowHandle
+
+    from contract.models import RolloutResult
+    from orchestrator.client import RolloutClient
+
 ROOT = Path(__file__).resolve().parent.parent
-STATE = Path(os.environ.get("ROLLWRIGHT_STATE", ROOT / ".stack"))
+# Empty counts as unset, as in scripts/lib.sh and docker-compose.yml (`${ROLLWRIGHT_STATE:-./.stack}`).
+STATE = Path(os.environ.get("ROLLWRIGHT_STATE") or ROOT / ".stack")
 TEMPORAL_ADDRESS = os.environ.get("ROLLWRIGHT_TEMPORAL_ADDRESS", "127.0.0.1:7233")
 BIN = Path(sys.executable).parent
 SESSION = uuid.uuid4().hex[:8]
@@ -99,6 +106,21 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.proc.returncode if self.proc else None
+
+
+async def kill_and_finish_on_a_new_worker(killed: WorkerProcess, rc: RolloutClient, handle: WorkflowHandle[Any, Any],
+                                          *, name: str) -> RolloutResult:
+    """SIGKILLs ``killed`` (mid-step: whatever it was running dies with it), starts a second worker on its task
+    queue and kubeconfig, and returns the rollout's result from there (the second worker is stopped after).
+
+    Used by the worker-kill tests of tests/test_local_steps.py and tests/test_rollout_e2e.py."""
+    killed.kill()
+    second = WorkerProcess(killed.task_queue, killed.kubeconfig, name=name, extra_env=killed.extra_env)
+    second.start()
+    try:
+        return await rc.result(handle)
+    finally:
+        second.stop()
 
 
 class HealthTarget:

@@ -15,7 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment
 
-from activities import cancellation, keepalive
+from activities import cancellation
 from activities.clients import Clients
 from orchestrator.worker import activities_for
 
@@ -60,7 +60,7 @@ def test_a_cancel_during_a_log_call_stops_the_step_at_its_next_beat_and_leaves_t
         for i in range(3):
             log.info("held" if i == 1 else f"object {i}")
             reached.append(f"object {i}")
-            keepalive.beat(f"object {i}")
+            cancellation.heartbeat(f"object {i}")
         return "done"
 
     def cancel_when_inside() -> None:
@@ -82,6 +82,19 @@ def test_a_cancel_during_a_log_call_stops_the_step_at_its_next_beat_and_leaves_t
     # The handler's lock is free: another thread can log at once.
     assert handler.lock is not None and handler.lock.acquire(timeout=2), "the handler's lock was left held"
     handler.lock.release()
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_heartbeat_beats_only_for_a_normal_activity(local: bool) -> None:
+    """The one progress-beat helper of the sync steps: a normal activity heartbeats (build, bake, and the short steps
+    of runs recorded before local-short-steps-v1); a local activity does not (the server knows nothing of it)."""
+    beats: list[tuple[object, ...]] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+    if local:
+        env.info = dataclasses.replace(env.info, is_local=True)
+    assert env.run(lambda: cancellation.heartbeat("Deployment/shop/web")) is None
+    assert beats == ([] if local else [("Deployment/shop/web",)])
 
 
 def test_sleep_ends_early_on_a_cancel() -> None:

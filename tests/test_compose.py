@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,8 @@ def compose(*args: str, env: dict[str, str] | None = None, files: tuple[Path, ..
 @pytest.mark.parametrize("extra", [[], ["--env-file", str(STANDINS_ENV)]], ids=["defaults", "standins"])
 @pytest.mark.parametrize("files", [(), (HOST_NET,)], ids=["base", "host-network"])
 def test_compose_config_is_valid(extra: list[str], files: tuple[Path, ...], kubeconfig: Path) -> None:
-    """`kubeconfig`: the default configuration mounts the local stack's, which must exist."""
+    """`kubeconfig`: the default configuration mounts the local stack's (ROLLWRIGHT_STATE's, or ./.stack), which
+    must exist."""
     r = compose(*extra, "config", "--format", "json", files=files)
     assert r.returncode == 0, r.stderr
     worker = json.loads(r.stdout)["services"]["worker"]
@@ -51,12 +53,37 @@ def test_compose_config_is_valid(extra: list[str], files: tuple[Path, ...], kube
     drain = float(worker["environment"]["ROLLWRIGHT_SHUTDOWN_TIMEOUT_SECONDS"])
     grace = worker["stop_grace_period"]
     assert grace.endswith("s") and float(grace[:-1]) > drain, (grace, drain)
-    kubeconfig = next(v for v in worker["volumes"] if v["target"] == "/etc/rollwright/kubeconfig")
-    assert kubeconfig["read_only"] and Path(kubeconfig["source"]).is_file()
+    mount = next(v for v in worker["volumes"] if v["target"] == "/etc/rollwright/kubeconfig")
+    assert mount["read_only"] and Path(mount["source"]).is_file()
+    if not extra:  # the stand-ins mount their own; the defaults mount the stack's, wherever its state is
+        assert Path(mount["source"]) == kubeconfig, (mount["source"], kubeconfig)
     if files:
         assert worker["network_mode"] == "host"
         port = worker["environment"]["ROLLWRIGHT_TEMPORAL_ADDRESS"].rsplit(":", 1)[1]
         assert port == ("17233" if extra else "7233")  # the published port of the temporal service
+
+
+@pytest.mark.parametrize("state", ["exported", "unset", "empty"])
+def test_default_kubeconfig_follows_rollwright_state(state: str, tmp_path: Path) -> None:
+    """Without ROLLWRIGHT_KUBECONFIG_HOST the worker mounts the kubeconfig of the same state directory the scripts
+    (scripts/lib.sh, printed by `stack.sh env`) and the tests (tests/helpers.STATE) use: ROLLWRIGHT_STATE when
+    exported, else ./.stack. (A shell exporting another clone's state once got this clone's ./.stack mounted.)
+    No stack needed: only `docker compose config` and the two readers of the variable."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ROLLWRIGHT_STATE", "ROLLWRIGHT_KUBECONFIG_HOST")}
+    if state != "unset":
+        env["ROLLWRIGHT_STATE"] = str(tmp_path / "state") if state == "exported" else ""  # empty: as if unset
+    expected = Path(env["ROLLWRIGHT_STATE"]) if state == "exported" else ROOT / ".stack"
+    expected /= "kubeconfig"
+    r = compose("config", "--format", "json", env=env)
+    assert r.returncode == 0, r.stderr
+    volumes = json.loads(r.stdout)["services"]["worker"]["volumes"]
+    assert [v["source"] for v in volumes if v["target"] == "/etc/rollwright/kubeconfig"] == [str(expected)]
+    scripts = subprocess.run(["bash", str(ROOT / "scripts/stack.sh"), "env"], env=env, capture_output=True,
+                             text=True, check=True).stdout
+    assert f"export KUBECONFIG={expected} ROLLWRIGHT_KUBECONFIG={expected}\n" in scripts, scripts
+    tests = subprocess.run([sys.executable, "-c", "from tests.helpers import STATE; print(STATE / 'kubeconfig')"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    assert tests == f"{expected}\n"
 
 
 def _readable(p: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
-from activities import keepalive
+from activities import cancellation, keepalive
 
 
 @pytest.fixture
@@ -72,19 +72,17 @@ def test_the_step_keeps_its_name_and_signature_for_the_sdk() -> None:
 
 def test_a_local_activity_sends_no_heartbeat(fast_ticks: None) -> None:
     """Since local-short-steps-v1 the short steps run as local activities: nothing heartbeats to the server (the SDK
-    core would log a warning for every heartbeat of one), neither the ticker nor ``beat``."""
+    core would log a warning for every heartbeat of one), neither the ticker nor the step's own beats
+    (``cancellation.heartbeat``, checked on its own in tests/test_cancellation.py)."""
     beats: list[Any] = []
     env = _env(beats)
     env.info = dataclasses.replace(env.info, is_local=True)
 
     @keepalive.keepalive
     def slow_local_step() -> bool:
-        keepalive.beat("Deployment/shop/web")
+        cancellation.heartbeat("Deployment/shop/web")
         time.sleep(2.5)  # two ticks of the ticker
         return bool(activity.info().is_local)
 
     assert env.run(slow_local_step) is True
     assert beats == [] and not keepalive._running
-    # The same step as a normal activity beats both ways.
-    assert _env(beats).run(lambda: keepalive.beat("Deployment/shop/web")) is None
-    assert beats == [("Deployment/shop/web",)]

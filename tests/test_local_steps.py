@@ -43,6 +43,7 @@ from tests.helpers import (
     configmap,
     deployment,
     history_events,
+    kill_and_finish_on_a_new_worker,
     local_activities,
     temporal_cli,
     write_release,
@@ -233,15 +234,11 @@ async def test_worker_killed_during_a_local_step_the_next_worker_runs_it_again(
     try:
         h = await rc.start(load_spec(p))
         await _until(lambda: slow_admission.connections >= 1, 120, "the apply to write the held ConfigMap")
-        w1.kill()  # SIGKILL mid-apply: its workflow task and the local activity's result die with it
-    finally:
+    except BaseException:
         w1.kill()
-    w2 = WorkerProcess(queue, kubeconfig, name="lakill-2")
-    w2.start()
-    try:
-        res = await rc.result(h)
-    finally:
-        w2.stop()
+        raise
+    # SIGKILL mid-apply: its workflow task and the local activity's result die with it.
+    res = await kill_and_finish_on_a_new_worker(w1, rc, h, name="lakill-2")
     assert res.outcome == Outcome.SUCCEEDED, res.cause
     assert slow_admission.connections >= 2, "the apply did not run again on the second worker"
     events = history_events(h.id, h.result_run_id, env=cli_env)

@@ -30,6 +30,7 @@ from tests.helpers import (
     configmap,
     deployment,
     history_events,
+    kill_and_finish_on_a_new_worker,
     service,
     temporal_cli,
     write_release,
@@ -229,15 +230,10 @@ async def test_worker_killed_mid_wait_new_worker_completes(kubeconfig: Path, tem
         await _at_step(rc, "kill", "WaitReady")
         cm_rv = apps.api_client and k8s.CoreV1Api(apps.api_client).read_namespaced_config_map(
             "kill-cfg", namespace).metadata.resource_version
+    except BaseException:
         w1.kill()
-    finally:
-        w1.kill()
-    w2 = WorkerProcess(queue, kubeconfig, name="kill-2")
-    w2.start()
-    try:
-        res = await rc.result(handle)
-    finally:
-        w2.stop()
+        raise
+    res = await kill_and_finish_on_a_new_worker(w1, rc, handle, name="kill-2")  # SIGKILL mid-wait
     assert res.outcome == Outcome.SUCCEEDED, res.cause
     assert _deploy_image(apps, namespace, "kill") == res.image
     counts = activity_counts(history_events(handle.id, env=cli_env))
