@@ -298,6 +298,9 @@ class MetricSummary(_Msg):
     inconclusive: int = 0
     error: int = 0
     consecutive_error: int = 0
+    # When its next measurement is due (a stopped background analysis carries it over a continue-as-new, so the
+    # new run measures on time: no interval is restarted, no measurement slot is lost). None: not tracked.
+    next_at: datetime | None = None
 
 
 class AnalysisResult(_Msg):

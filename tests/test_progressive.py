@@ -512,6 +512,19 @@ async def test_long_canary_continues_as_new_and_finishes(app: str, temporal: Cli
     print(f"continued as new: {p.runs} runs, {len(p.measurements)} measurements carried into the result, first run "
           f"{len(first)} events, last run {len(last)}; canary done in {time.monotonic() - t0:.1f}s")
     assert "workflowExecutionContinuedAsNewEventAttributes" in first[-1], first[-1]
+    # No measurement lost at a continue-as-new (drain): in every run each scheduled measure_metric completed, and
+    # the result holds each one.
+    chain, done = [first], 0
+    while "workflowExecutionContinuedAsNewEventAttributes" in chain[-1][-1]:
+        chain.append(history_events(
+            handle.id, chain[-1][-1]["workflowExecutionContinuedAsNewEventAttributes"]["newExecutionRunId"]))
+    for evs in chain:
+        sched = {e["eventId"] for e in evs if e.get("activityTaskScheduledEventAttributes", {}).get(
+            "activityType", {}).get("name") == "measure_metric"}
+        completed = [e for e in evs if e.get("activityTaskCompletedEventAttributes", {}).get("scheduledEventId") in sched]
+        assert len(completed) == len(sched), (len(completed), len(sched))
+        done += len(completed)
+    assert len(chain) == p.runs and done == len(p.measurements), (len(chain), p.runs, done, len(p.measurements))
     scheduled = [e["activityTaskScheduledEventAttributes"]["activityType"]["name"] for e in last
                  if "activityTaskScheduledEventAttributes" in e] + [la["activity_type"] for la in local_activities(last)]
     assert "prepare_release" not in scheduled and "snapshot_release" not in scheduled and "finalize_revision" in \

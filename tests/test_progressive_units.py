@@ -489,15 +489,20 @@ async def _runs(r: Run) -> list[str]:
         runs.append(last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id)
 
 
+@pytest.mark.parametrize("limit", [30, 35, 40, 45, 50])
 @pytest.mark.asyncio(loop_scope="session")
-async def test_long_canary_continues_as_new_and_carries_its_status_over(own_env: WorkflowEnvironment) -> None:
+async def test_long_canary_continues_as_new_and_carries_its_status_over(own_env: WorkflowEnvironment,
+                                                                         limit: int) -> None:
     """A tiny maxHistoryEvents forces continue-as-new during the timed pause (background analysis running) and
     between steps. The new runs skip validate/build/snapshot/apply, resume at the right step with the rest of the
-    pause, keep the measurements, counters and the approver of the `pause: {}`, and finish the canary once."""
+    pause, keep the measurements, counters and the approver of the `pause: {}`, and finish the canary once.
+
+    Several limits, because each puts the continue-as-new at another point of the 10 s measurement cycle (just after
+    a measurement, in the interval wait, as the interval timer fires): none may lose a measurement. Before the drain
+    (PATCH_DRAIN) 35 and 45 did: every run restarted the full interval, and a measurement due as the pause's
+    continue-as-new fired was cancelled, so the cadence became 20 s (11 and 14 measurements instead of ~20)."""
     f = ProgFakes(values=[0.01] * 1000)
-    # 50 (60 before the short steps became local activities: fewer events per step) puts one continue-as-new inside
-    # the timed pause and one between steps.
-    async with Run(own_env, f, long_canary(50)) as r:
+    async with Run(own_env, f, long_canary(limit)) as r:
         st = await _latest_status(r, lambda s: s.progressive is not None and s.progressive.awaiting_promotion
                                   and s.progressive.step == 4)
         assert st.progressive is not None and st.progressive.runs >= 2, st.progressive
@@ -506,30 +511,103 @@ async def test_long_canary_continues_as_new_and_carries_its_status_over(own_env:
         answer = await h.execute_update("promote", Promotion(approver="alice", comment="ok"))
         res = await r.result()
         runs = await _runs(r)
-        if os.environ.get("ROLLWRIGHT_RECORD_HISTORIES") == "1":  # for tests/test_replay.py: first and last run
-            for name, run_id in (("canary-continue-as-new-first-run-v1", runs[0]),
-                                 ("canary-continue-as-new-last-run-v1", runs[-1])):
-                hist = await own_env.client.get_workflow_handle(r.handle.id, run_id=run_id).fetch_history()
+        hists = [await own_env.client.get_workflow_handle(r.handle.id, run_id=x).fetch_history()  # type: ignore[union-attr]
+                 for x in runs]
+        if os.environ.get("ROLLWRIGHT_RECORD_HISTORIES") == "1" and limit == 50:  # tests/test_replay.py
+            for name, hist in (("canary-continue-as-new-drain-first-run-v2", hists[0]),
+                               ("canary-continue-as-new-drain-last-run-v2", hists[-1])):
                 (Path(__file__).parent / "histories" / f"{name}.json").write_text(hist.to_json())
     assert answer == "promoted by alice at step 4"
     assert res.outcome == Outcome.SUCCEEDED, res.cause
     p = res.progressive
     assert p is not None and p.runs >= 3 and p.weight == 100 and p.step == 5, p
     assert [(x.approver, x.step, x.comment) for x in p.promotions] == [("alice", 4, "ok")]
-    # Every measurement of every run is in the final status (fewer than MAX_MEASUREMENTS_KEPT here).
-    assert len(p.measurements) == f.calls.count("measure_metric") >= 18
     # One validate, snapshot, prepare and apply for the whole rollout; the steps ran once each, in order.
     steps = [c for c in f.calls if c not in ("measure_metric", "set_traffic:info")]
     assert steps == HEAD + ["set_traffic:canary-weight:10", "wait_ready", "set_traffic:canary-weight:20",
                             "wait_ready", "set_traffic:canary-weight:50", "wait_ready", *PROMOTE, *TAIL]
-    # The 3-minute pause was not restarted by the continue-as-new: ~18 measurements in it, not 2 x 18.
-    assert f.calls.count("measure_metric") <= 30, f.calls.count("measure_metric")
     assert len(runs) == p.runs
-    # Both safe points were used: inside the timed pause (the new run gets the rest of it) and between two steps.
+
+    # No measurement lost. Every measure_metric activity scheduled in any run completed (none cancelled or left in
+    # flight at a continue-as-new), and each one is in the final status, exactly once, in order.
+    done = sum(_measures(hist, "completed") for hist in hists)
+    assert [_measures(hist, "scheduled") for hist in hists] == [_measures(hist, "completed") for hist in hists]
+    assert len(p.measurements) == done == f.calls.count("measure_metric"), (len(p.measurements), done)
+    starts = [m.started_at for m in p.measurements]
+    assert starts == sorted(set(starts)), starts  # ordered, no duplicate
+    # No measurement slot lost: one measurement per 10 s interval across every continue-as-new. Workflow time of the
+    # time-skipping server (timer durations), not wall-clock: a lost slot is a gap of two intervals (20 s).
+    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    assert all(g < 15 for g in gaps), gaps
+    # ~18 in the 3-minute pause plus the rest; it was not restarted by the continue-as-new (not 2 x 18).
+    assert 18 <= len(p.measurements) <= 30, len(p.measurements)
+
+    # The carried status of each new run: the measurements so far (a prefix of the final list), the background
+    # counters matching them, and when its next measurement is due (after the last one taken).
     carries = [await _carry(own_env, r, run_id) for run_id in runs[1:]]
+    for c in carries:
+        assert c.status.progressive is not None
+        kept = c.status.progressive.measurements
+        assert kept == p.measurements[:len(kept)]
+        assert c.background is not None and len(c.background) == 1, c.background
+        b = c.background[0]
+        assert b.count == b.successful == len(kept) and b.failed == b.error == 0, b
+        assert b.next_at is not None and (not kept or b.next_at > kept[-1].started_at), (b, kept[-1:])
+    # Both safe points were used: inside the timed pause (the new run gets the rest of it) and between two steps.
     assert any(c.next_step == 1 and c.pause_until is not None for c in carries), carries
-    assert any(c.pause_until is None and c.next_step in (2, 3, 4) for c in carries), carries
+    where = [(c.next_step, c.pause_until is not None, c.pause_open) for c in carries]
+    assert any(c.pause_until is None and c.next_step in (2, 3, 4) for c in carries), where
     assert all(c.revision.revision == carries[0].revision.revision and c.background_started for c in carries)
+
+
+def _measures(hist: Any, what: str) -> int:
+    """How many ``measure_metric`` activities a run's history scheduled (``scheduled``) or completed."""
+    sched = {e.event_id for e in hist.events if e.HasField("activity_task_scheduled_event_attributes")
+             and e.activity_task_scheduled_event_attributes.activity_type.name == "measure_metric"}
+    if what == "scheduled":
+        return len(sched)
+    return sum(1 for e in hist.events if e.HasField("activity_task_completed_event_attributes")
+               and e.activity_task_completed_event_attributes.scheduled_event_id in sched)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_measurement_in_flight_at_a_continue_as_new_finishes_and_is_kept(own_env: WorkflowEnvironment) -> None:
+    """The history passes maxHistoryEvents while a background measurement is in flight (held here; the signals
+    grow the history). The continue-as-new waits for it (drain, PATCH_DRAIN) instead of cancelling it: its result is
+    in the carried status and counters, and the new run takes the next one when it is due."""
+    f = ProgFakes(values=[0.01] * 1000, hold={"measure_metric#4"})
+    async with Run(own_env, f, long_canary(100)) as r:
+        assert r.handle is not None
+        for _ in range(100):  # ~30 s into the timed pause, history well below 100 (time skips only when told)
+            if f.started("measure_metric#4").is_set():
+                break
+            await r.env.sleep(5)
+        await r.when_started("measure_metric#4")
+        first = r.handle
+        for _ in range(100):  # each signal adds ~4 events; "resume" without a pause changes nothing
+            if (await first.describe()).raw_description.workflow_execution_info.history_length >= 100:
+                break
+            await first.signal("resume")
+        f.release("measure_metric#4")
+        await _latest_status(r, lambda s: s.progressive is not None and s.progressive.awaiting_promotion
+                             and s.progressive.step == 4)
+        await r.env.client.get_workflow_handle(r.handle.id).execute_update("promote", Promotion(approver="bob"))
+        res = await r.result()
+        runs = await _runs(r)
+        carry = await _carry(own_env, r, runs[1])
+    assert res.outcome == Outcome.SUCCEEDED, res.cause
+    assert "cancelled:measure_metric" not in f.calls, f.calls
+    p = res.progressive
+    assert p is not None and len(p.measurements) == f.calls.count("measure_metric"), (p, f.calls)
+    # The first continue-as-new came inside the timed pause, after the held measurement had finished.
+    assert carry.next_step == 1 and carry.pause_until is not None, carry
+    assert carry.status.progressive is not None and len(carry.status.progressive.measurements) == 4
+    assert carry.status.progressive.measurements == p.measurements[:4]
+    assert carry.background is not None and carry.background[0].count == 4, carry.background
+    nxt = carry.background[0].next_at
+    assert nxt is not None and nxt > p.measurements[3].started_at
+    # The new run's first measurement is the one due then (not one interval after the new run started).
+    assert p.measurements[4].started_at >= nxt
 
 
 async def _carry(e: WorkflowEnvironment, r: Run, run_id: str) -> CarryOver:

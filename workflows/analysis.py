@@ -11,6 +11,13 @@ so far is then returned (``cancelled=True``, phase as Argo assesses a terminatin
 was already exceeded). Pass ``return_on_cancel=False`` for a foreground step so that a cancel of the workflow
 itself still propagates.
 
+Draining (``drain``, for a canary that continues as new, behind ``PATCH_DRAIN`` in ``workflows.progressive``):
+when ``drain()`` becomes true, every metric stops at its next quiet point instead of being cancelled: a
+measurement in flight finishes and is recorded (``on_measurement``) first; an interval wait ends at once. Each
+metric's ``MetricSummary.next_at`` says when its next measurement is due, and a run resumed from those summaries
+waits only for the rest of that interval (measures at once when it is past). So a continue-as-new neither loses a
+measurement nor restarts an interval.
+
 History cost per measurement: one activity (scheduled, started, completed) and one timer (started, fired),
 i.e. 5 events, plus the workflow tasks around them.
 """
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -57,13 +64,16 @@ def _timeout(metric: Metric) -> timedelta:
 async def run_analysis(templates: list[AnalysisTemplate], args: AnalysisArgs, *,
                        on_measurement: Callable[[Measurement], None] | None = None,
                        ref_args: list[Argument] | None = None, task_queue: str | None = None,
-                       return_on_cancel: bool = True, resume: list[MetricSummary] | None = None) -> AnalysisResult:
+                       return_on_cancel: bool = True, resume: list[MetricSummary] | None = None,
+                       drain: Callable[[], bool] | None = None) -> AnalysisResult:
     """Measures every metric of ``templates`` until their phase is decided; returns the run's result.
 
     ``ref_args``: the referencing step's args (override the templates' defaults). ``on_measurement`` is called
     after every measurement (e.g. to put it in the status query). ``task_queue``: where ``measure_metric`` runs
     (default: the workflow's own queue). ``resume``: the counters of the same run before a continue-as-new (one per
-    metric, in order): the limits count on from them and the next measurement comes one interval later."""
+    metric, in order): the limits count on from them and the next measurement comes one interval later (with
+    ``drain``: when their ``next_at`` says). ``drain``: see the module docstring; the result is then
+    ``cancelled=True`` unless a metric decided the run meanwhile."""
     measurements: list[Measurement] = []
     metrics: list[tuple[AnalysisTemplate, Metric]] = [(t, m) for t in templates for m in t.metrics]
     summaries = [MetricSummary(metric=m.name, template=t.name) for t, m in metrics]
@@ -72,6 +82,24 @@ async def run_analysis(templates: list[AnalysisTemplate], args: AnalysisArgs, *,
     finals: list[AnalysisPhase | None] = [None] * len(metrics)
     first_reason: list[str] = []
     stop = asyncio.Event()
+
+    def due(i: int, at: datetime) -> None:
+        if drain is not None:
+            summaries[i] = summaries[i].model_copy(update={"next_at": at})
+
+    async def wait(i: int, seconds: float) -> bool:
+        """Sleeps ``seconds`` (the next measurement is due then); True when draining: the metric stops here."""
+        due(i, workflow.now() + timedelta(seconds=seconds))
+        if drain is None:
+            await workflow.sleep(seconds)
+            return False
+        if drain():
+            return True
+        try:
+            await workflow.wait_condition(drain, timeout=timedelta(seconds=seconds))
+        except TimeoutError:
+            pass
+        return drain()
 
     def add(i: int, m: Measurement) -> None:
         measurements.append(m)
@@ -82,21 +110,31 @@ async def run_analysis(templates: list[AnalysisTemplate], args: AnalysisArgs, *,
     async def one(i: int, t: AnalysisTemplate, metric: Metric) -> None:
         targs = args.for_template(t, ref_args)
         last: Measurement | None = None
+        resumed_at = summaries[i].next_at if drain is not None else None
         if summaries[i].count + summaries[i].error:  # resumed after continue-as-new: one interval after the last
             done = rules.metric_phase(metric, summaries[i])
             if done is not None:  # e.g. its count was reached before the continue-as-new
                 _decide(i, done, rules.why(metric, summaries[i], done))
                 return
-            if metric.interval_seconds:
-                await workflow.sleep(metric.interval_seconds)
-        elif metric.initial_delay_seconds:
-            await workflow.sleep(metric.initial_delay_seconds)
+        if resumed_at is not None:
+            # Drained before a continue-as-new: the rest of the interval (or initialDelay) it was in, if any.
+            first: float | None = (resumed_at - workflow.now()).total_seconds()
+        elif summaries[i].count + summaries[i].error:
+            first = metric.interval_seconds
+        else:
+            first = metric.initial_delay_seconds
+        if first and first > 0 and await wait(i, first):
+            return
         while True:
-            if last is not None:
-                delay = rules.next_delay(metric, last)
-                if delay:
-                    await workflow.sleep(delay)
+            delay = rules.next_delay(metric, last) if last is not None else None
+            if delay:
+                if await wait(i, delay):
+                    return
+            elif drain is not None and drain():
+                due(i, workflow.now())
+                return
             started = workflow.now()
+            due(i, started)  # in flight: with drain it finishes before the run stops
             try:
                 last = await workflow.execute_activity(
                     "measure_metric",
@@ -153,6 +191,8 @@ async def run_analysis(templates: list[AnalysisTemplate], args: AnalysisArgs, *,
         raise
     await _cancel_all([*tasks, stopper])
 
+    if drain is not None and drain() and not stop.is_set():
+        cancelled = True  # drained: stopped by the caller, like a cancel, with nothing in flight lost
     terminating = cancelled or stop.is_set()
     for i, (_, metric) in enumerate(metrics):
         if finals[i] is None:

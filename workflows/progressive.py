@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 PATCH_PROGRESSIVE = "progressive-v1"
 PATCH_CONTINUE_AS_NEW = "canary-continue-as-new-v1"  # bounded history: long canaries continue as new
+# A continue-as-new drains the background analysis (a measurement in flight finishes and is recorded) instead of
+# cancelling it, and the new run measures when the next one was due instead of one full interval after its start.
+PATCH_DRAIN = "canary-continue-as-new-drain-v1"
 SA_STEP = SearchAttributeKey.for_keyword("RolloutStep")
 TRAFFIC_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                             maximum_interval=timedelta(seconds=10), maximum_attempts=10,
@@ -88,6 +91,8 @@ class Progressive:
         self.full = carry.full if carry is not None else False
         self.stable_hash = ""  # blue-green: the stable ReplicaSet activeService is pinned to
         self.background: asyncio.Task[AnalysisResult] | None = None
+        self.drainable = False  # the background analysis stops by draining at a continue-as-new (PATCH_DRAIN)
+        self.draining = False
         wf._status.progressive = self.st
 
     # ---- entry points called by RolloutWorkflow ---------------------------------------------------------------
@@ -359,10 +364,13 @@ class Progressive:
         names = ",".join(t.template_name for t in ref.templates)
         self.st.background_analysis = "Running"
         self.background_started = True
+        # Decided once per run, when the background analysis starts (its timers are waited differently).
+        self.drainable = workflow.patched(PATCH_DRAIN)
+        self.draining = False
 
         async def watch() -> AnalysisResult:
             result = await run_analysis(templates, args, on_measurement=self._on_measurement, ref_args=ref.args,
-                                        resume=resume)
+                                        resume=resume, drain=(lambda: self.draining) if self.drainable else None)
             if not result.cancelled:
                 self.st.background_analysis = result.phase.value
                 if result.phase in (AnalysisPhase.FAILED, AnalysisPhase.ERROR):
@@ -419,7 +427,8 @@ class Progressive:
                                pause_open: bool = False) -> None:
         """Ends this run and starts a new one of the same workflow ID at canary step ``next_step``, with the status
         carried over (``CarryOver``). A running background analysis is stopped and goes on in the new run from its
-        counters. Returns without continuing when the background analysis has a result a human must decide first
+        counters (``PATCH_DRAIN``: drained, so no measurement in flight is lost and the next one comes when it was
+        due). Returns without continuing when the background analysis has a result a human must decide first
         (inconclusive): the step loop handles that, the next safe point continues."""
         wf, seeds = self.wf, None
         b = self.background
@@ -427,7 +436,14 @@ class Progressive:
             if b.done() and not b.cancelled() and b.result().phase == AnalysisPhase.INCONCLUSIVE:
                 return
             running = not b.done()
-            if running:
+            if running and self.drainable:
+                # Drain, not cancel: a measurement in flight finishes and lands in the carried status, and each
+                # metric's next_at goes over to the new run. An abort (or a failed analysis) meanwhile wins.
+                self.draining = True
+                await workflow.wait_condition(lambda: b.done() or wf._abort is not None
+                                              or wf._interrupt is not None)
+                wf._raise_interrupts()
+            if running and not b.done():
                 b.cancel()
             try:
                 result = await b
