@@ -324,7 +324,7 @@ async def run_rollwright(client: Client, queue: str, n: int, replicas: int, neve
 
 
 def run_kubectl(n: int, replicas: int, tmp: Path) -> dict[str, Any]:
-    nss = namespaces(f"bk{SID}n{n}", n)
+    nss = namespaces(f"bk{SID}{tmp.name}", n)  # own names per run: an earlier run's may still be terminating
     tmp.mkdir(parents=True, exist_ok=True)
     files = []
     for i, ns in enumerate(nss):
@@ -386,8 +386,8 @@ async def main() -> None:
             # one-time costs (first workflow sandbox, first bundle cache directory, the pydantic validators).
             await run_rollwright(client, queue, 1, a.replicas, 0, [w1], tmp, "warm")
             for rnd in range(a.rounds):
-                for n in [int(x) for x in a.n.split(",") if x]:
-                    label = f"c{n}r{rnd}x"
+                for j, n in enumerate(int(x) for x in a.n.split(",") if x):
+                    label = f"c{n}r{rnd}x{j}"  # the same N may be listed twice (--n 20,20): own directories
                     if a.no_kubectl:
                         r = await run_rollwright(client, queue, n, a.replicas, 0, [w1], tmp, label)
                         k = {"wall_s": float("nan")}
@@ -395,10 +395,10 @@ async def main() -> None:
                         idle_r = settle()
                         r = await run_rollwright(client, queue, n, a.replicas, 0, [w1], tmp, label)
                         idle_k = settle()
-                        k = run_kubectl(n, a.replicas, tmp / f"k{n}r{rnd}")
+                        k = run_kubectl(n, a.replicas, tmp / f"k{n}r{rnd}x{j}")
                     else:
                         idle_k = settle()
-                        k = run_kubectl(n, a.replicas, tmp / f"k{n}r{rnd}")
+                        k = run_kubectl(n, a.replicas, tmp / f"k{n}r{rnd}x{j}")
                         idle_r = settle()
                         r = await run_rollwright(client, queue, n, a.replicas, 0, [w1], tmp, label)
                     if not a.no_kubectl:
